@@ -1,0 +1,122 @@
+"""The only module that imports TensorFlow and Keras: lazily, quietly, and once."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import os
+import sys
+import tempfile
+import warnings
+from types import ModuleType
+from typing import Any
+
+_ENV_DEFAULTS = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    # oneDNN reorders floating-point sums: perturbation checks need bit-stable results
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "KERAS_BACKEND": "tensorflow",
+    "CUDA_VISIBLE_DEVICES": "",
+    "AUTOGRAPH_VERBOSITY": "0",
+}
+
+_state: dict[str, Any] = {}
+
+
+def prepare_environment() -> None:
+    """Set TensorFlow's environment before its first import; the user's own settings win."""
+    for key, value in _ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def _quiet_import(name: str) -> tuple[ModuleType, str]:
+    """Import a module with file descriptor 2 redirected: TF's C++ logging ignores the env vars."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            module = importlib.import_module(name)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        captured = sink.read().decode("utf-8", "replace")
+    return module, captured
+
+
+def load(legacy: bool = False) -> tuple[ModuleType, ModuleType]:
+    """Return `(tensorflow, keras)`; with `legacy`, keras is tf_keras (Keras 2)."""
+    key = "legacy" if legacy else "keras"
+    if key in _state:
+        return _state["tf"], _state[key]
+    prepare_environment()
+    if legacy:
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tf, log = _quiet_import("tensorflow")
+        _state["import_log"] = _state.get("import_log", "") + log
+        keras_module, log = _quiet_import("tf_keras" if legacy else "keras")
+        _state["import_log"] += log
+    tf.get_logger().setLevel("ERROR")
+    tf.autograph.set_verbosity(0)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # pragma: no cover - absl ships with TensorFlow
+        pass
+    _state["tf"] = tf
+    _state[key] = keras_module
+    return tf, keras_module
+
+
+def import_log() -> str:
+    """What TensorFlow wrote to stderr while importing (shown under -v)."""
+    return _state.get("import_log", "")
+
+
+def loss_wrapper(fn: Any, legacy: bool = False) -> Any:
+    """Keras' own wrapper that turns a plain function into a `Loss` with the default reduction."""
+    _, keras = load(legacy)
+    if legacy:
+        return keras.losses.LossFunctionWrapper(fn, reduction="sum_over_batch_size", name=getattr(fn, "__name__", None))
+    from keras.src.losses.losses import LossFunctionWrapper
+
+    return LossFunctionWrapper(fn, reduction="sum_over_batch_size", name=getattr(fn, "__name__", None))
+
+
+def loss_base_classes(legacy: bool = False) -> tuple[type, ...]:
+    """The `Loss` base classes a user's class may derive from, for the Keras in use."""
+    _, keras = load(legacy)
+    bases: list[type] = [keras.losses.Loss]
+    if not legacy and "tf_keras" in sys.modules:
+        bases.append(sys.modules["tf_keras"].losses.Loss)
+    return tuple(bases)
+
+
+class _Keras2Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Makes `import keras` / `keras.backend` resolve to tf_keras, for Keras-2 code."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname == "keras" or fullname.startswith("keras."):
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec: Any) -> ModuleType:
+        return importlib.import_module("tf_keras" + spec.name[len("keras") :])
+
+    def exec_module(self, module: ModuleType) -> None:
+        pass
+
+
+def install_keras2_alias() -> None:
+    """Route `keras` imports in user modules to tf_keras (the `--legacy-keras` mode)."""
+    load(legacy=True)
+    for name in [m for m in sys.modules if m == "keras" or m.startswith("keras.")]:
+        del sys.modules[name]
+    if not any(isinstance(f, _Keras2Alias) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Keras2Alias())

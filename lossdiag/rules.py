@@ -1,0 +1,409 @@
+"""The rule catalogue (codes, severities, docs) and the functions that turn measurements into findings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    name: str
+    severity: str
+    summary: str
+    what: str
+    why: str
+    example: str
+    use_instead: str
+
+
+_CATALOGUE = (
+    Rule(
+        code="LD001",
+        name="load-error",
+        severity="error",
+        summary="the module could not be imported",
+        what="Reports a module that lossdiag could not import: a syntax error, a missing package, "
+        "an exception or `sys.exit()` at import time, or an import that never finished.",
+        why="Nothing in a module that cannot be imported can be checked, and the same error will "
+        "stop training. The other modules are still checked.",
+        example="import tensorflow as tf\nimport missing_package  # ModuleNotFoundError\n\n"
+        "def per_sample_mse(y_true, y_pred):\n    return tf.reduce_mean(tf.square(y_true - y_pred), axis=-1)\n",
+        use_instead="import tensorflow as tf\n\n"
+        "def per_sample_mse(y_true, y_pred):\n    return tf.reduce_mean(tf.square(y_true - y_pred), axis=-1)\n",
+    ),
+    Rule(
+        code="LD002",
+        name="not-probed",
+        severity="warning",
+        summary="every probe shape raised, so the loss was not checked",
+        what="Reports a loss that raised (or returned something that is not a tensor, or timed "
+        "out) for every synthetic batch lossdiag tried. The message carries the last exception "
+        "and the shapes that were tried.",
+        why="A loss that was never measured may still hold any of the other mistakes. Usually the "
+        "loss needs a particular input shape: give it with `--probe NAME=SPEC` or in "
+        "`[tool.lossdiag.probes]`.",
+        example="import tensorflow as tf\n\ndef needs_five_columns(y_true, y_pred):\n"
+        "    return tf.reduce_mean(tf.square(y_true[:, 4] - y_pred[:, 4]))\n",
+        use_instead="# pyproject.toml\n[tool.lossdiag.probes]\n"
+        'needs_five_columns = "y_true=B,5;y_pred=B,5;labels=binary"\n',
+    ),
+    Rule(
+        code="LD101",
+        name="batch-sum",
+        severity="error",
+        summary="the batch axis is summed away: Keras reports about B times the per-sample loss",
+        what="Reports a loss whose output has no batch axis and whose value grows with the batch "
+        "size: it summed over the samples. The classic cause is an integer slice such as "
+        "`yz[:, 1]` that drops the feature axis, so a later `sum(axis=-1)` runs over the batch.",
+        why="Keras divides a per-sample loss by the batch size, but passes a scalar through "
+        "unchanged. The loss shown in `model.fit` is then batch-size times too large, its "
+        "gradient too, and it changes when the batch size does. Nothing raises.",
+        example="from keras import ops\n\ndef per_sample_se(z, zhat):\n"
+        "    return ops.sum(ops.square(z - zhat), axis=-1)\n\n"
+        "def sums_over_batch_after_slice(yz, yzhat):\n"
+        "    return per_sample_se(yz[:, 1], yzhat[:, 1])  # (B,) -> sum over the batch\n",
+        use_instead="from keras import ops\n\ndef per_sample_se(z, zhat):\n"
+        "    return ops.sum(ops.square(z - zhat), axis=-1)\n\n"
+        "def keeps_feature_axis(yz, yzhat):\n"
+        "    return per_sample_se(yz[:, 1:], yzhat[:, 1:])  # (B, 1) -> (B,)\n",
+    ),
+    Rule(
+        code="LD102",
+        name="batch-mean",
+        severity="warning",
+        summary="the batch axis is averaged away: the value is right but there is no per-sample loss",
+        what="Reports a loss that returns a scalar which does not grow with the batch size: it "
+        "averaged over the samples itself, e.g. `ops.mean(...)` with no axis.",
+        why="The reported magnitude is right, but Keras gets a single number, so `sample_weight`, "
+        "`class_weight` and masks cannot weigh the samples: they scale the whole batch instead.",
+        example="from keras import ops\n\ndef mean_over_everything(y_true, y_pred):\n"
+        "    return ops.mean(ops.square(y_true - y_pred))\n",
+        use_instead="from keras import ops\n\ndef per_sample_mse(y_true, y_pred):\n"
+        "    return ops.mean(ops.square(y_true - y_pred), axis=-1)\n",
+    ),
+    Rule(
+        code="LD103",
+        name="wrong-axis",
+        severity="error",
+        summary="the output lost the batch axis but kept another one",
+        what="Reports a loss whose output no longer has the batch axis but still has another "
+        "one: a reduction over `axis=0` gives shape `(d,)` instead of `(B,)`, or the batch was "
+        "flattened together with the features.",
+        why="Keras averages whatever it gets, so the value looks plausible, but it reduced over "
+        "the samples (often summing them) and kept the features: per-sample weights cannot "
+        "apply and a sum over axis 0 grows with the batch size.",
+        example="from keras import ops\n\ndef reduces_axis_zero(y_true, y_pred):\n"
+        "    return ops.sum(ops.square(y_true - y_pred), axis=0)\n",
+        use_instead="from keras import ops\n\ndef per_sample_sse(y_true, y_pred):\n"
+        "    return ops.sum(ops.square(y_true - y_pred), axis=-1)\n",
+    ),
+    Rule(
+        code="LD104",
+        name="cross-broadcast",
+        severity="error",
+        summary="broadcasting paired every sample with every other one: a (B, B) tensor",
+        what="Reports a loss in which a `(B,)` tensor met a `(B, 1)` tensor, so broadcasting "
+        "built a `(B, B)` intermediate or output that pairs every sample with every other.",
+        why="Each sample's loss becomes an average over all the batch's targets: the value is "
+        "wrong, depends on the batch composition, and costs B times the memory. Nothing raises.",
+        example="from keras import ops\n\ndef broadcasts_b_against_b1(y_true, y_pred):\n"
+        "    return ops.mean(ops.square(y_true - y_pred[:, 0]), axis=-1)  # (B,1) - (B,)\n",
+        use_instead="from keras import ops\n\ndef per_sample_mse(y_true, y_pred):\n"
+        "    return ops.mean(ops.square(y_true - y_pred), axis=-1)\n",
+    ),
+    Rule(
+        code="LD105",
+        name="coupled",
+        severity="warning",
+        summary="one sample's loss changes when another sample changes",
+        what="Reports a loss whose output keeps one value per sample, but where changing one "
+        "sample moves the values of the others: a batch statistic (mean, max, normalisation) "
+        "was mixed into the per-sample values.",
+        why="The loss of a sample then depends on which samples share its batch, so results "
+        "change with the batch size and shuffling. Some losses do this on purpose (triplet or "
+        "contrastive losses): suppress it there with `# lossdiag: ignore[LD105]`.",
+        example="from keras import ops\n\ndef normalised_by_batch(y_true, y_pred):\n"
+        "    se = ops.mean(ops.square(y_true - y_pred), axis=-1)\n"
+        "    return se / ops.mean(se)\n",
+        use_instead="from keras import ops\n\ndef per_sample_mse(y_true, y_pred):\n"
+        "    return ops.mean(ops.square(y_true - y_pred), axis=-1)\n",
+    ),
+    Rule(
+        code="LD201",
+        name="nonfinite",
+        severity="warning",
+        summary="NaN or inf when a prediction is exactly 0 or 1",
+        what="Reports a loss that returns NaN or inf for predictions exactly at the boundary of "
+        "the probability range, e.g. `log(y_pred)` without clipping.",
+        why="Sigmoid and softmax outputs saturate to exactly 0 or 1 in float32. One such "
+        "prediction makes the loss NaN and training diverges, often hours in.",
+        example="from keras import ops\n\ndef unclipped_log(y_true, y_pred):\n"
+        "    return -ops.mean(y_true * ops.log(y_pred) + (1 - y_true) * ops.log(1 - y_pred), axis=-1)\n",
+        use_instead="from keras import ops\n\ndef clipped_log(y_true, y_pred):\n"
+        "    y_pred = ops.clip(y_pred, 1e-7, 1 - 1e-7)\n"
+        "    return -ops.mean(y_true * ops.log(y_pred) + (1 - y_true) * ops.log(1 - y_pred), axis=-1)\n",
+    ),
+    Rule(
+        code="LD202",
+        name="no-gradient",
+        severity="warning",
+        summary="the gradient with respect to y_pred is None or zero everywhere",
+        what="Reports a loss through which no gradient flows back to the predictions: an "
+        "operation such as `round`, `argmax`, `cast` to an integer, or `stop_gradient` cut it.",
+        why="The optimiser gets no signal from this loss: the model does not learn from it, or "
+        "Keras raises 'No gradients provided for any variable' late in a run.",
+        example="from keras import ops\n\ndef rounded_prediction(y_true, y_pred):\n"
+        "    return ops.mean(ops.abs(y_true - ops.round(y_pred)), axis=-1)\n",
+        use_instead="from keras import ops\n\ndef absolute_error(y_true, y_pred):\n"
+        "    return ops.mean(ops.abs(y_true - y_pred), axis=-1)\n",
+    ),
+)
+
+RULES: dict[str, Rule] = {rule.code: rule for rule in _CATALOGUE}
+RULES_BY_NAME: dict[str, Rule] = {rule.name: rule for rule in _CATALOGUE}
+
+
+def lookup(code_or_name: str) -> Rule | None:
+    """A rule by its code (`LD101`, any case) or its name (`batch-sum`)."""
+    return RULES.get(code_or_name.upper()) or RULES_BY_NAME.get(code_or_name.lower())
+
+
+def rule_doc_markdown(rule: Rule) -> str:
+    """The rule's documentation in ruff's shape, as Markdown (for `lossdiag rule`, SARIF help)."""
+    return (
+        f"# {rule.code} {rule.name} ({rule.severity})\n\n"
+        f"{rule.summary[0].upper() + rule.summary[1:]}.\n\n"
+        f"## What it does\n\n{rule.what}\n\n"
+        f"## Why is this bad?\n\n{rule.why}\n\n"
+        f"## Example\n\n```python\n{rule.example}```\n\n"
+        f"Use instead:\n\n```python\n{rule.use_instead}```\n"
+    )
+
+
+# --- measurements into findings ---------------------------------------------------------------
+# Nothing below imports TensorFlow or numpy: the parent process classifies what the worker measured.
+
+_RANK = {"error": 2, "warning": 1}
+BATCH_AXIS_CODES = ("LD101", "LD102", "LD103", "LD104", "LD105")
+
+
+def batch_axes(shapes: tuple[tuple[int, tuple[int, ...]], ...]) -> tuple[list[int], list[int], bool]:
+    """Axes equal to the batch size at every size tried; axes that are a multiple (B*k or B*B)."""
+    ranks = {len(s) for _, s in shapes}
+    if len(ranks) != 1:
+        return [], [], False
+    rank = ranks.pop()
+    batch = [i for i in range(rank) if all(s[i] == b for b, s in shapes)]
+    merged = [
+        i
+        for i in range(rank)
+        if i not in batch
+        and (
+            all(s[i] == b * b for b, s in shapes)
+            or (len({s[i] / b for b, s in shapes}) == 1 and (k := shapes[0][1][i] / shapes[0][0]) > 1 and k.is_integer())
+        )
+    ]
+    return batch, merged, True
+
+
+def classify(probe: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The codes one accepted probe shows, each with its evidence; [] for a correct loss."""
+    if probe.error is not None:
+        return []
+    found: list[tuple[str, dict[str, Any]]] = []
+    shapes = probe.shapes
+    sizes = dict(shapes)
+    axes, merged, same_rank = batch_axes(shapes)
+    evidence: dict[str, Any] = {"shapes": shapes}
+    if probe.reported and probe.reported_doubled is not None:
+        evidence["growth"] = probe.reported_doubled / probe.reported
+    if not same_rank:
+        found.append(("LD103", {**evidence, "why": "rank"}))
+    elif len(axes) >= 2 or any(all(s[i] == b * b for b, s in shapes) for i in merged):
+        found.append(("LD104", {**evidence, "axes": axes}))
+    elif len(axes) == 1:
+        if probe.coupled_from:
+            found.append(("LD105", {**evidence, "from": probe.coupled_from, "delta": probe.coupled_delta}))
+    elif merged:
+        found.append(("LD103", {**evidence, "why": "merged", "axis": merged[0]}))
+    else:
+        any_shape = next(iter(sizes.values()))
+        size = 1
+        for d in any_shape:
+            size *= d
+        if size > 1:
+            found.append(("LD103", {**evidence, "why": "kept"}))
+        elif evidence.get("growth", 1.0) > 1.5:
+            found.append(("LD101", evidence))
+        else:
+            found.append(("LD102", evidence))
+    if probe.boundary:
+        found.append(("LD201", {"boundary": probe.boundary}))
+    if probe.gradient in ("none", "zero"):
+        found.append(("LD202", {"gradient": probe.gradient}))
+    return found
+
+
+def choose_probe(probes: tuple[Any, ...], batch_size: int) -> int | None:
+    """The most telling accepted probe: the one with the most severe finding, else the first."""
+    best, best_rank = None, -1
+    for index, probe in enumerate(probes):
+        if probe.error is not None or len(probe.shapes) < 2:
+            continue
+        rank = max((_RANK[RULES[code].severity] for code, _ in classify(probe)), default=0)
+        if rank > best_rank:
+            best, best_rank = index, rank
+    return best
+
+
+def accepted(probe: Any) -> bool:
+    return probe.error is None and len(probe.shapes) >= 2
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _fmt_num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _layout(probe: Any) -> str:
+    return f"{probe.spec.labels} y_true={_fmt_shape(probe.spec.y_true)} y_pred={_fmt_shape(probe.spec.y_pred)}".replace(
+        "'B'", "B"
+    )
+
+
+def _magnitude(m: Any) -> str:
+    if m.expected is None or m.actual is None or not m.expected:
+        return ""
+    return f" Keras reports {_fmt_num(m.actual)} where the per-sample mean is {_fmt_num(m.expected)} ({m.actual / m.expected:.3g}×)."
+
+
+def describe(code: str, ev: dict[str, Any], m: Any, probe: Any) -> tuple[str, str]:
+    """The message (with evidence) and the default hint for one code on one loss."""
+    b = m.batch_size
+    shapes = dict(ev.get("shapes", ()))
+    shape = shapes.get(b, next(iter(shapes.values()), ()))
+    at = f"returns shape {_fmt_shape(shape)} at batch size {b} ({_layout(probe)})"
+    others = ", ".join(f"{_fmt_shape(s)} at {bb}" for bb, s in sorted(shapes.items()) if bb != b)
+    chosen = m.chosen is not None and m.probes[m.chosen] is probe
+    magnitude = _magnitude(m) if chosen else ""
+    growth = ev.get("growth")
+    if code == "LD101":
+        return (
+            f"{at}: the batch axis was summed away (the value grows {growth:.3g}× when the batch is "
+            f"repeated twice).{magnitude}",
+            "keep one value per sample: reduce over the feature axes only (axis=-1), and slice with "
+            "`y[:, 1:]` rather than `y[:, 1]`",
+        )
+    if code == "LD102":
+        return (
+            f"{at}: the batch axis was averaged away, so sample_weight and class_weight cannot weigh "
+            f"single samples.{magnitude}",
+            "reduce over the feature axes only (axis=-1) and let Keras average over the batch",
+        )
+    if code == "LD103":
+        if ev.get("why") == "rank":
+            detail = f"the output's rank changes with the batch size ({others})"
+        elif ev.get("why") == "merged":
+            detail = f"axis {ev['axis']} holds the batch flattened together with other axes ({others})"
+        else:
+            detail = f"no axis follows the batch size ({others}): the batch was reduced and another axis kept"
+        return (
+            f"{at}: {detail}.{magnitude}",
+            "reduce over the feature axes (axis=-1, or axis=[1, 2, 3] for images), not over axis 0",
+        )
+    if code == "LD104":
+        return (
+            f"{at}: axes {ev.get('axes', [])} both follow the batch size, so every sample was paired "
+            f"with every other by broadcasting.{magnitude}",
+            "give both operands the same shape before combining them: (B, 1) with (B, 1), or (B,) with (B,)",
+        )
+    if code == "LD105":
+        src = " and ".join(f"sample {j}" for j in ev.get("from", ()))
+        return (
+            f"{at}: changing {src} moved other samples' values by up to {_fmt_num(ev.get('delta'))}; "
+            "each sample's loss depends on the rest of the batch.",
+            "compute each sample's loss from that sample alone; if the coupling is intended (triplet, "
+            "contrastive), suppress it with `# lossdiag: ignore[LD105]`",
+        )
+    if code == "LD201":
+        return (
+            f"{ev['boundary']} ({_layout(probe)}).",
+            "clip predictions before log or division: ops.clip(y_pred, 1e-7, 1 - 1e-7)",
+        )
+    if code == "LD202":
+        what = "None" if ev.get("gradient") == "none" else "zero everywhere"
+        return (
+            f"the gradient of the reported loss with respect to y_pred is {what} ({_layout(probe)}).",
+            "remove round/argmax/cast/stop_gradient from the path from y_pred to the loss value",
+        )
+    raise AssertionError(f"unreachable: no message for {code}")
+
+
+def _locate(code: str, m: Any, default: tuple[str, int]) -> tuple[str, int, str, tuple[tuple[str, int, str], ...], str]:
+    """Where a batch-axis finding points, from the trace: (file, line, extra message, related, hint)."""
+    trace = m.trace
+    if trace is None or code not in BATCH_AXIS_CODES:
+        return default[0], default[1], "", (), ""
+    kinds = {"LD104": ("broadcast",), "LD103": ("merged", "reduced"), "LD105": ("broadcast", "reduced")}
+    event = None
+    for kind in kinds.get(code, ("reduced", "merged")):
+        event = trace.first(kind)
+        if event is not None:
+            break
+    if event is None:
+        return default[0], default[1], "", (), ""
+    related = tuple(
+        (e.file, e.line, e.message or f"{e.op} {e.shapes}".strip())
+        for e in trace.events
+        if e.kind == "setup" and (e.file, e.line) != (event.file, event.line)
+    )
+    related += ((default[0], default[1], "the loss is defined here"),)
+    return event.file, event.line, event.message or f"{event.op} {event.shapes}".strip(), related, trace.hint
+
+
+def findings_for(m: Any) -> list[tuple[str, str, str, int, str, tuple[tuple[str, int, str], ...]]]:
+    """(code, message, file, line, hint, related) for every code any accepted probe of `m` shows.
+
+    Each code is described on the most telling probe that shows it (the chosen one first, then
+    the ladder order); files are the absolute paths the worker saw.
+    """
+    order = ([m.chosen] if m.chosen is not None else []) + [i for i in range(len(m.probes)) if i != m.chosen]
+    seen: dict[str, tuple[dict[str, Any], Any]] = {}
+    batch_code_seen = False
+    for i in order:
+        probe = m.probes[i]
+        if not accepted(probe):
+            continue
+        for code, ev in classify(probe):
+            if code in BATCH_AXIS_CODES:
+                # One batch-axis verdict per loss: the chosen probe's, which is the most severe.
+                if batch_code_seen and code not in seen:
+                    continue
+                batch_code_seen = True
+            seen.setdefault(code, (ev, probe))
+    # A (B, B) intermediate found by the trace is a cross-broadcast even when the output is (B,).
+    if "LD105" in seen and m.trace is not None and m.trace.first("broadcast") is not None:
+        seen["LD104"] = seen.pop("LD105")
+    out = []
+    for code in sorted(seen):
+        ev, probe = seen[code]
+        message, hint = describe(code, ev, m, probe)
+        file, line, extra, related, trace_hint = _locate(code, m, (m.file, m.line))
+        if extra:
+            message = f"{message} {extra[0].upper() + extra[1:]}" + ("" if extra.endswith(".") else ".")
+        out.append((code, message, file, line, trace_hint or hint, related))
+    return out
+
+
+def not_probed_message(m: Any) -> str:
+    """LD002's message: the last exception and the layouts that were tried."""
+    if m.error:
+        return m.error
+    tried = "; ".join(p.spec.text() for p in m.probes)
+    last = next((p.error for p in reversed(m.probes) if p.error), "no probe layout was accepted")
+    return f"every probe layout failed; last: {last} (tried {len(m.probes)}: {tried})"
