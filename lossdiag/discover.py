@@ -17,7 +17,7 @@ from typing import Any, Callable
 _LOSS_WORDS = re.compile(
     r"loss|dice|iou|jaccard|tversky|focal|entropy|mse|mae|mape|msle|rmse|error|diverg|kld?\b|"
     r"hinge|huber|logcosh|distance|contrastive|triplet|similar|score|coef|metric|likelihood|nll|"
-    r"ssim|psnr|penalt|charbonnier|smooth|l1|l2|objective|criterion|cost",
+    r"ssim|psnr|penalt|charbonnier|smooth|l1|l2|objective|criterion|cost|bce|cce|_ce\b|^ce_|xent",
     re.IGNORECASE,
 )
 _TARGET_WORDS = re.compile(r"true|target|label|gt|ground|actual|^y$|^yt|^z$|^yz$|^t$", re.IGNORECASE)
@@ -203,9 +203,11 @@ def scan_source(source: str, filename: str = "<string>") -> tuple[AstCandidate, 
     found: list[AstCandidate] = []
     loss_classes: set[str] = set()
     factories: set[str] = set()
+    functions: set[str] = set()
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):
             if _is_two_arg_loss(node, node.name):
+                functions.add(node.name)
                 found.append(AstCandidate(node.name, "function", node.lineno))
             elif _returns_loss_closure(node):
                 factories.add(node.name)
@@ -226,8 +228,9 @@ def scan_source(source: str, filename: str = "<string>") -> tuple[AstCandidate, 
                     found.append(AstCandidate(target, "assign", node.lineno))
             elif isinstance(value, ast.Call):
                 callee = _call_name(value)
+                first = _base_name(value.args[0]) if value.args else ""
                 if callee in loss_classes or callee in factories or _LOSS_WORDS.search(callee) or (
-                    callee == "partial" and _LOSS_WORDS.search(target)
+                    callee == "partial" and (_LOSS_WORDS.search(target) or first in functions or _LOSS_WORDS.search(first))
                 ):
                     found.append(AstCandidate(target, "assign", node.lineno))
     return tuple(found)

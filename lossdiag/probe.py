@@ -308,11 +308,11 @@ def measure_loss(
     ladder: tuple[ProbeSpec, ...],
     batch_size: int,
     seed: int,
-    choose: Callable[[tuple[ProbeMeasurement, ...], int], int | None],
+    choose: Callable[[tuple[ProbeMeasurement, ...], str], int | None],
 ) -> LossMeasurement:
     """Probe one loss on every layout of the ladder; measure magnitudes on the most telling one."""
     probes = tuple(measure_probe(runner, spec, batch_size, seed) for spec in ladder)
-    chosen = choose(probes, batch_size)
+    chosen = choose(probes, base.name)
     if chosen is None:
         errors = [p.error for p in probes if p.error]
         hint = next((h for h in map(keras2_hint, errors) if h), "")

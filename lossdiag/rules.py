@@ -246,20 +246,46 @@ def classify(probe: Any) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def choose_probe(probes: tuple[Any, ...], batch_size: int) -> int | None:
-    """The most telling accepted probe: the one with the most severe finding, else the first."""
-    best, best_rank = None, -1
-    for index, probe in enumerate(probes):
-        if probe.error is not None or len(probe.shapes) < 2:
-            continue
-        rank = max((_RANK[RULES[code].severity] for code, _ in classify(probe)), default=0)
-        if rank > best_rank:
-            best, best_rank = index, rank
-    return best
+def _dense(probe: Any) -> bool:
+    return tuple(probe.spec.y_true) == tuple(probe.spec.y_pred)
+
+
+def _informative(probe: Any) -> bool:
+    """A layout whose feature axes are not all of size 1: an axis-0 reduction shows as (d,) there."""
+    dims = [d for d in probe.spec.y_pred if d != "B"]
+    return any(int(d) > 1 for d in dims)
 
 
 def accepted(probe: Any) -> bool:
+    """A layout the loss ran on at two batch sizes or more, with usable output."""
     return probe.error is None and len(probe.shapes) >= 2
+
+
+def relevant(probes: tuple[Any, ...], name: str = "") -> list[int]:
+    """The accepted probes whose layout family fits the loss.
+
+    A loss that runs on dense layouts (y_true shaped like y_pred) is judged on those only: that a
+    regression loss broadcasts strangely against sparse class ids says nothing about it. A loss
+    that only runs on sparse layouts, or says `sparse` in its name, is judged on the sparse ones.
+    """
+    ok = [i for i, p in enumerate(probes) if accepted(p)]
+    dense = [i for i in ok if _dense(probes[i])]
+    sparse = [i for i in ok if not _dense(probes[i])]
+    if "sparse" in name.lower() and sparse:
+        return sparse
+    return dense or ok
+
+
+def choose_probe(probes: tuple[Any, ...], name: str = "") -> int | None:
+    """The most telling relevant probe: the most severe finding, then a width above 1, then first."""
+    best, best_key = None, (-1, False)
+    for index in relevant(probes, name):
+        probe = probes[index]
+        rank = max((_RANK[RULES[code].severity] for code, _ in classify(probe)), default=0)
+        key = (rank, _informative(probe))
+        if key > best_key:
+            best, best_key = index, key
+    return best
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
@@ -279,7 +305,7 @@ def _layout(probe: Any) -> str:
 def _magnitude(m: Any) -> str:
     if m.expected is None or m.actual is None or not m.expected:
         return ""
-    return f" Keras reports {_fmt_num(m.actual)} where the per-sample mean is {_fmt_num(m.expected)} ({m.actual / m.expected:.3g}×)."
+    return f" Keras reports {_fmt_num(m.actual)} where the per-sample mean is {_fmt_num(m.expected)} ({m.actual / m.expected:#.3g}×)."
 
 
 def describe(code: str, ev: dict[str, Any], m: Any, probe: Any) -> tuple[str, str]:
@@ -294,8 +320,8 @@ def describe(code: str, ev: dict[str, Any], m: Any, probe: Any) -> tuple[str, st
     growth = ev.get("growth")
     if code == "LD101":
         return (
-            f"{at}: the batch axis was summed away (the value grows {growth:.3g}× when the batch is "
-            f"repeated twice).{magnitude}",
+            f"{at}: the batch axis was summed away (repeating the batch multiplies the value by "
+            f"{growth:.3g}).{magnitude}",
             "keep one value per sample: reduce over the feature axes only (axis=-1), and slice with "
             "`y[:, 1:]` rather than `y[:, 1]`",
         )
@@ -317,9 +343,12 @@ def describe(code: str, ev: dict[str, Any], m: Any, probe: Any) -> tuple[str, st
             "reduce over the feature axes (axis=-1, or axis=[1, 2, 3] for images), not over axis 0",
         )
     if code == "LD104":
+        if "from" in ev:  # the trace saw a (B, B) intermediate behind a (B,) output
+            what = "the output keeps one value per sample, but each mixes every sample of the batch"
+        else:
+            what = f"axes {', '.join(map(str, ev.get('axes', [])))} both follow the batch size"
         return (
-            f"{at}: axes {ev.get('axes', [])} both follow the batch size, so every sample was paired "
-            f"with every other by broadcasting.{magnitude}",
+            f"{at}: {what}: broadcasting paired every sample with every other.{magnitude}",
             "give both operands the same shape before combining them: (B, 1) with (B, 1), or (B,) with (B,)",
         )
     if code == "LD105":
@@ -362,7 +391,6 @@ def _locate(code: str, m: Any, default: tuple[str, int]) -> tuple[str, int, str,
         for e in trace.events
         if e.kind == "setup" and (e.file, e.line) != (event.file, event.line)
     )
-    related += ((default[0], default[1], "the loss is defined here"),)
     return event.file, event.line, event.message or f"{event.op} {event.shapes}".strip(), related, trace.hint
 
 
@@ -372,13 +400,11 @@ def findings_for(m: Any) -> list[tuple[str, str, str, int, str, tuple[tuple[str,
     Each code is described on the most telling probe that shows it (the chosen one first, then
     the ladder order); files are the absolute paths the worker saw.
     """
-    order = ([m.chosen] if m.chosen is not None else []) + [i for i in range(len(m.probes)) if i != m.chosen]
+    order = ([m.chosen] if m.chosen is not None else []) + [i for i in relevant(m.probes, m.name) if i != m.chosen]
     seen: dict[str, tuple[dict[str, Any], Any]] = {}
     batch_code_seen = False
     for i in order:
         probe = m.probes[i]
-        if not accepted(probe):
-            continue
         for code, ev in classify(probe):
             if code in BATCH_AXIS_CODES:
                 # One batch-axis verdict per loss: the chosen probe's, which is the most severe.

@@ -28,7 +28,7 @@ def _num(value: float | None) -> str:
 
 
 def _ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3g}×"
+    return "n/a" if value is None else f"{value:#.3g}×"
 
 
 def _probe(r: LossResult) -> str:

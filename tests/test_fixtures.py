@@ -1,0 +1,100 @@
+"""Every fixture loss gets exactly the codes its `# expect:` marker names, and nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+# Keras-2 code needs --legacy-keras: it has its own test in test_legacy.py.
+LEGACY = {"keras2_losses.py"}
+MARKER = re.compile(r"#\s*expect:\s*(?P<codes>[\w ,]+)$")
+DEFINED = re.compile(r"^\s*(?:def|class)\s+(?P<def>\w+)|^(?P<assign>\w+)\s*(?::[^=]+)?=")
+
+pytestmark = pytest.mark.tf
+
+
+def markers(path: Path) -> dict[str, set[str]]:
+    """{loss name: expected codes} from `# expect: LD101, LD201` / `# expect: pass` comments."""
+    out: dict[str, set[str]] = {}
+    for line in path.read_text().splitlines():
+        found = MARKER.search(line)
+        if not found:
+            continue
+        name_match = DEFINED.match(line)
+        name = "<module>" if name_match is None else name_match.group("def") or name_match.group("assign")
+        codes = {c.strip() for c in found.group("codes").split(",") if c.strip()}
+        out[name] = codes
+    return out
+
+
+def fixture_files() -> list[Path]:
+    return sorted(p for p in FIXTURES.glob("*.py") if p.name not in LEGACY and markers(p))
+
+
+def run_json(*args: str) -> dict:
+    env = dict(os.environ, NO_COLOR="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lossdiag", "check", *args, "--format", "json", "--fail-on", "never"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    return run_json(*(str(p.relative_to(ROOT)) for p in fixture_files()))
+
+
+def test_the_fixture_set_is_not_empty():
+    names = {p.name for p in fixture_files()}
+    assert {"seed_losses.py", "batch_axis.py", "numerics.py", "shapes.py", "loss_objects.py"} <= names
+
+
+@pytest.mark.parametrize("path", fixture_files(), ids=lambda p: p.name)
+def test_each_loss_gets_exactly_the_codes_it_was_written_for(report, path):
+    expected = markers(path)
+    rel = path.relative_to(ROOT).as_posix()
+    results = {r["name"]: r for r in report["results"] if r["file"] == rel}
+    errors = [e for e in report["errors"] if e["file"] == rel]
+    if "<module>" in expected:
+        assert {e["code"] for e in errors} == expected.pop("<module>")
+    else:
+        assert not errors, errors
+    assert set(results) == set(expected), "every loss needs a marker, every marker a loss"
+    for name, codes in expected.items():
+        result = results[name]
+        got = {f["code"] for f in result["findings"] if not f["suppressed"]}
+        if codes == {"pass"}:
+            assert result["status"] == "pass" and not got, (name, result["findings"])
+        elif codes == {"skipped"}:
+            assert result["status"] == "skipped", (name, result)
+        else:
+            assert got == codes, (name, [f["message"] for f in result["findings"]])
+
+
+def test_seed_bug_ratio_is_the_batch_size(report):
+    loss2 = next(r for r in report["results"] if r["id"] == "fixtures/seed_losses.py::loss2")
+    assert loss2["status"] == "fail"
+    assert loss2["ratio"] == pytest.approx(32, rel=0.05)
+    assert loss2["output_shape"] == []
+    assert loss2["probe"] == {"batch_size": 32, "y_true": [32, 2], "y_pred": [32, 2], "labels": "binary"}
+    fixed = next(r for r in report["results"] if r["id"] == "fixtures/seed_losses.py::loss2_fixed")
+    assert fixed["ratio"] == pytest.approx(1.0, rel=1e-3)
+    assert fixed["output_shape"] == [32]
+
+
+def test_batch_size_8_gives_ratio_8():
+    data = run_json("fixtures/seed_losses.py", "--batch-size", "8")
+    by_name = {r["name"]: r for r in data["results"]}
+    assert by_name["loss2"]["ratio"] == pytest.approx(8, rel=0.05)
+    assert [f["code"] for f in by_name["loss2"]["findings"]] == ["LD101"]
+    assert by_name["loss1"]["status"] == by_name["loss2_fixed"]["status"] == "pass"
