@@ -81,11 +81,12 @@ def import_log() -> str:
 
 def loss_wrapper(fn: Any, legacy: bool = False) -> Any:
     """Keras' own wrapper that turns a plain function into a `Loss` with the default reduction."""
-    _, keras = load(legacy)
+    load(legacy)
     if legacy:
-        return keras.losses.LossFunctionWrapper(fn, reduction="sum_over_batch_size", name=getattr(fn, "__name__", None))
-    from keras.src.losses.losses import LossFunctionWrapper
-
+        from tf_keras.src.losses import LossFunctionWrapper
+    else:
+        from keras.src.losses.losses import LossFunctionWrapper
+    # Neither Keras exports the wrapper; both build every `compile(loss=fn)` with it.
     return LossFunctionWrapper(fn, reduction="sum_over_batch_size", name=getattr(fn, "__name__", None))
 
 

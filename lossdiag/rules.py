@@ -427,9 +427,16 @@ def findings_for(m: Any) -> list[tuple[str, str, str, int, str, tuple[tuple[str,
 
 
 def not_probed_message(m: Any) -> str:
-    """LD002's message: the last exception and the layouts that were tried."""
+    """LD002's message: why, the last exception, and the layouts that were tried."""
     if m.error:
         return m.error
-    tried = "; ".join(p.spec.text() for p in m.probes)
-    last = next((p.error for p in reversed(m.probes) if p.error), "no probe layout was accepted")
-    return f"every probe layout failed; last: {last} (tried {len(m.probes)}: {tried})"
+    layouts = ", ".join(
+        f"{_fmt_shape(p.spec.y_true)}→{_fmt_shape(p.spec.y_pred)} {p.spec.labels}".replace("'B'", "B")
+        if tuple(p.spec.y_true) != tuple(p.spec.y_pred)
+        else f"{_fmt_shape(p.spec.y_pred)} {p.spec.labels}".replace("'B'", "B")
+        for p in m.probes
+    )
+    last = next((p.error for p in reversed(m.probes) if p.error), "no layout was accepted")
+    if m.hint.startswith("K."):
+        return f"{m.hint.split(':')[0]} ({last})"
+    return f"every probe layout failed; last: {last} (tried {len(m.probes)}: {layouts})"
