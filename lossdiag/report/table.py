@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich import box
 from rich.console import Console, Group
+from rich.padding import Padding
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
@@ -65,33 +66,43 @@ def _verdict(r: LossResult, sep: str = "\n") -> Text:
     return text
 
 
-def _loss_cell(r: LossResult) -> Text:
-    text = Text(r.name, style="bold")
-    text.append(f"\n{r.file}:{r.line}", style="dim")
-    return text
-
-
-def _table(report: Report) -> Table:
+def _table(report: Report, width: int) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    table.add_column("Loss", overflow="fold")
-    table.add_column("Probe → output", overflow="fold")
+    name_width = max(len(r.name) for r in report.results + (LossResult("", "Loss", "", 0, "pass"),))
+    numbers = [(_num(r.expected), _num(r.actual), _ratio(r.ratio)) for r in report.results]
+    fixed = sum(max(len(h), *(len(n[i]) for n in numbers)) for i, h in enumerate(("Expected", "Actual", "Ratio")))
+    verdict = max(7, *(len(c) for r in report.results for c in _codes(r)))
+    # Names, numbers and codes are never cut: the probe column takes what is left and wraps.
+    probe_width = max(8, width - name_width - fixed - verdict - 3 * 5)  # 5 gaps: pad, rule, pad
+    table.add_column("Loss", overflow="fold", min_width=name_width)
+    table.add_column("Probe → out", overflow="fold", max_width=probe_width)
     table.add_column("Expected", justify="right", no_wrap=True)
     table.add_column("Actual", justify="right", no_wrap=True)
     table.add_column("Ratio", justify="right", no_wrap=True)
     table.add_column("Verdict", no_wrap=True)
+    current = None
     for r in report.results:
+        if r.file != current:
+            current = r.file
+            table.add_row(Text(r.file, style="bold dim"), end_section=False)
+        name = Text(r.name, style="bold")
+        name.append(f"\n  line {r.line}", style="dim")
         cell = Text(_probe(r) + "\n→ ")
         cell.append_text(_output(r))
-        table.add_row(_loss_cell(r), cell, _num(r.expected), _num(r.actual), _ratio(r.ratio), _verdict(r))
+        table.add_row(name, cell, _num(r.expected), _num(r.actual), _ratio(r.ratio), _verdict(r))
     return table
 
 
-def _table_width(report: Report) -> int:
-    """The width the table needs so that no name, code or ratio is folded."""
-    name = max(len(r.name) for r in report.results)
-    probe = max(max(len(_probe(r)), len(_output(r).plain) + 2) for r in report.results)
-    fixed = 9 + 9 + 7 + 11  # expected, actual, ratio, verdict (+ padding)
-    return name + probe + fixed + 6
+def _intact(rendered: str, report: Report) -> bool:
+    """Whether every loss name, code and ratio appears unbroken on one line of the table."""
+    lines = rendered.splitlines()
+    if not any("Verdict" in line for line in lines[:3]):
+        return False
+    for r in report.results:
+        needles = [r.name, _ratio(r.ratio), *_codes(r)]
+        if not all(any(n in line for line in lines) for n in needles):
+            return False
+    return True
 
 
 def _stacked(r: LossResult) -> Text:
@@ -127,19 +138,19 @@ def _finding(r: LossResult, f: Finding, color: bool) -> Group:
     head.append(f"{f.code} {rule.name}", style=_code_style(f.code))
     head.append(f" ({f.severity}) in ")
     head.append(r.name, style="bold")
-    parts: list = [head, Text(f"  {f.file}:{f.line}: {f.message}")]
+    parts: list = [head, Padding(Text(f"{f.file}:{f.line}: {f.message}"), (0, 0, 0, 2))]
     snippet = _source(f.file, f.line, color)
     if snippet is not None:
         parts.append(snippet)
     for rel in f.related:
-        parts.append(Text(f"  {rel.file}:{rel.line}: {rel.message}", style="dim"))
+        parts.append(Padding(Text(f"{rel.file}:{rel.line}: {rel.message}", style="dim"), (0, 0, 0, 2)))
         snippet = _source(rel.file, rel.line, color)
         if snippet is not None:
             parts.append(snippet)
     if f.hint:
-        fix = Text("  fix: ", style="bold")
+        fix = Text("fix: ", style="bold")
         fix.append(f.hint)
-        parts.append(fix)
+        parts.append(Padding(fix, (0, 0, 0, 2)))
     return Group(*parts)
 
 
@@ -174,9 +185,11 @@ def render(report: Report, *, color: bool = False, width: int = 80) -> str:
         force_terminal=color, highlight=False, emoji=False, soft_wrap=False,
     )
     if report.results:
-        if _table_width(report) <= width:
-            console.print(_table(report))
-        else:
+        trial = Console(file=io.StringIO(), width=width, color_system=None, highlight=False, emoji=False)
+        trial.print(_table(report, width))
+        if _intact(trial.file.getvalue(), report):
+            console.print(_table(report, width))
+        else:  # too narrow for the table without cutting a name: one block per loss
             for r in report.results:
                 console.print(_stacked(r))
             console.print()
