@@ -44,10 +44,12 @@ _CATALOGUE = (
         why="A loss that was never measured may still hold any of the other mistakes. Usually the "
         "loss needs a particular input shape: give it with `--probe NAME=SPEC` or in "
         "`[tool.lossdiag.probes]`.",
-        example="import tensorflow as tf\n\ndef needs_five_columns(y_true, y_pred):\n"
-        "    return tf.reduce_mean(tf.square(y_true[:, 4] - y_pred[:, 4]))\n",
+        example="import tensorflow as tf\n\ndef box_and_class_loss(y_true, y_pred):\n"
+        "    box_true, cls_true = tf.split(y_true, [4, 1], axis=-1)  # needs exactly 5 columns\n"
+        "    box_pred, cls_pred = tf.split(y_pred, [4, 1], axis=-1)\n"
+        "    return tf.reduce_sum(tf.square(box_true - box_pred), axis=-1) + tf.square(cls_true[:, 0] - cls_pred[:, 0])\n",
         use_instead="# pyproject.toml\n[tool.lossdiag.probes]\n"
-        'needs_five_columns = "y_true=B,5;y_pred=B,5;labels=binary"\n',
+        'box_and_class_loss = "y_true=B,5;y_pred=B,5;labels=binary"\n',
     ),
     Rule(
         code="LD101",
@@ -178,7 +180,8 @@ def rule_doc_markdown(rule: Rule) -> str:
         f"## What it does\n\n{rule.what}\n\n"
         f"## Why is this bad?\n\n{rule.why}\n\n"
         f"## Example\n\n```python\n{rule.example}```\n\n"
-        f"Use instead:\n\n```python\n{rule.use_instead}```\n"
+        f"Use instead:\n\n```{'toml' if rule.use_instead.startswith('# pyproject.toml') else 'python'}\n"
+        f"{rule.use_instead}```\n"
     )
 
 
