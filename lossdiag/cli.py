@@ -49,17 +49,10 @@ def _codes(ctx: click.Context, param: click.Parameter, value: Any) -> tuple[str,
 
 
 def _code_prefix(part: str) -> str:
-    rule = lookup(part)
-    if rule is not None:
-        return rule.code
-    upper = part.upper()
-    if upper == "ALL":
-        return "LD"
-    if upper.startswith("LD") and upper[2:].isdigit() and len(upper) <= 5 and any(c.startswith(upper) for c in RULES):
-        return upper
-    if upper == "LD":
-        return upper
-    raise click.BadParameter(f"{part!r} is not a rule code, prefix or name (see `lossdiag rules`)")
+    try:
+        return config_mod.code_prefix(part)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _probe_option(ctx: click.Context, param: click.Parameter, value: Any) -> dict[str, str] | None:
@@ -100,11 +93,15 @@ def cli() -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds per loss [default: 10].")
 @click.option("--legacy-keras", is_flag=True, default=None, help="Run Keras-2 code (import keras.backend as K) on tf_keras.")
 @click.option("--max-memory", type=click.IntRange(min=64), help="MiB a loss may use before it is stopped [default: 4096].")
+@click.option("--no-trace", "no_trace", is_flag=True, default=False,
+              help="Do not trace losses to find the source line (the verdicts stay the same).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Read [tool.lossdiag] from this file instead of the nearest pyproject.toml.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the findings: no table, no summary when clean.")
 @click.option("-v", "--verbose", is_flag=True, help="Also show what losses printed, and why tracing failed.")
-def check(targets: tuple[str, ...], config_path: Path | None, quiet: bool, verbose: bool, **flags: Any) -> None:
+def check(
+    targets: tuple[str, ...], config_path: Path | None, no_trace: bool, quiet: bool, verbose: bool, **flags: Any
+) -> None:
     """Check the losses in TARGETS: files, folders, dotted modules or FILE::NAME."""
     cwd = Path.cwd()
     try:
@@ -116,10 +113,10 @@ def check(targets: tuple[str, ...], config_path: Path | None, quiet: bool, verbo
         "fail_on": "warning", "probes": {}, "timeout": 10.0, "legacy_keras": False, "max_memory": 4096,
         "include": (), "exclude": (),
     }
-    for key, value in file_config.values.items():
-        if key in ("select", "ignore"):
-            value = tuple(_code_prefix(v) for v in value)
-        settings[key] = value
+    settings.update(file_config.values)  # select/ignore arrive validated as code prefixes
+    if file_config.root is not None and settings["probes"]:
+        # FILE::NAME keys in [tool.lossdiag.probes] are relative to the pyproject.toml, not to the cwd
+        settings["probes"] = {_anchor_probe_key(k, file_config.root): v for k, v in settings["probes"].items()}
     for key, value in flags.items():
         if value is None:
             continue
@@ -140,7 +137,7 @@ def check(targets: tuple[str, ...], config_path: Path | None, quiet: bool, verbo
         batch_size=settings["batch_size"], seed=settings["seed"], select=tuple(settings["select"]),
         ignore=tuple(settings["ignore"]), probes=settings["probes"], timeout=settings["timeout"],
         legacy_keras=settings["legacy_keras"], max_memory_mb=settings["max_memory"],
-        exclude=tuple(settings["exclude"]),
+        exclude=_anchored(settings["exclude"], file_config.root, cwd), trace=not no_trace,
     )
     try:
         report = engine.check(list(targets), options, cwd)
@@ -149,7 +146,12 @@ def check(targets: tuple[str, ...], config_path: Path | None, quiet: bool, verbo
 
     text = _render(report, settings["output_format"], to_file=settings["output"] is not None, quiet=quiet)
     if settings["output"]:
-        Path(settings["output"]).write_text(text, encoding="utf-8")
+        out_path = Path(settings["output"])
+        try:
+            out_path.parent.mkdir(parents=True, exist_ok=True)  # CI writes to reports/lossdiag.sarif
+            out_path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{out_path}: cannot write the report: {exc.strerror or exc}") from None
         if not quiet:
             from lossdiag.report.table import summary_line
 
@@ -160,6 +162,29 @@ def check(targets: tuple[str, ...], config_path: Path | None, quiet: bool, verbo
         for entry in report.log:
             click.echo(entry, err=True)
     raise SystemExit(_exit_status(report, settings["fail_on"]))
+
+
+def _anchor_probe_key(key: str, root: Path) -> str:
+    file, sep, name = key.rpartition("::")
+    return f"{(root / file).resolve().as_posix()}::{name}" if sep and not Path(file).is_absolute() else key
+
+
+def _anchored(patterns: Sequence[str], root: Path | None, cwd: Path) -> tuple[str, ...]:
+    """`exclude` globs are relative to the pyproject.toml's folder; discover matches them against paths
+    shown relative to the working directory (absolute outside it), so restate them for a subfolder."""
+    if root is None or root.resolve() == cwd.resolve():
+        return tuple(patterns)
+    out: list[str] = []
+    for pattern in patterns:
+        if "/" not in pattern:  # a bare name or glob matches file names anywhere
+            out.append(pattern)
+            continue
+        anchored = (root.resolve() / pattern).as_posix()
+        out.append(anchored)
+        rel = os.path.relpath(anchored, cwd.resolve()).replace(os.sep, "/")
+        if not rel.startswith("../"):
+            out.append(rel)
+    return tuple(out)
 
 
 def _render(report: Any, fmt: str, to_file: bool, quiet: bool) -> str:

@@ -32,6 +32,28 @@ def _str_list(key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def code_prefix(part: str) -> str:
+    """A rule code, code prefix (`LD1`, `ALL`) or rule name (`batch-sum`) as a code prefix (raises ValueError)."""
+    from lossdiag.rules import RULES, lookup
+
+    rule = lookup(part)
+    if rule is not None:
+        return rule.code
+    upper = part.strip().upper()
+    if upper in ("ALL", "LD"):
+        return "LD"
+    if upper.startswith("LD") and upper[2:].isdigit() and any(code.startswith(upper) for code in RULES):
+        return upper
+    raise ValueError(f"{part!r} is not a rule code, prefix or name (see `lossdiag rules`)")
+
+
+def _codes(key: str, value: Any) -> tuple[str, ...]:
+    try:
+        return tuple(code_prefix(v) for v in _str_list(key, value))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
 def _choice(choices: tuple[str, ...]) -> Any:
     def check(key: str, value: Any) -> str:
         if value not in choices:
@@ -41,10 +63,15 @@ def _choice(choices: tuple[str, ...]) -> Any:
     return check
 
 
-def _positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
-    return value
+def _int_at_least(minimum: int) -> Any:
+    """The same lower bounds as the command line's options (--batch-size >= 2, --max-memory >= 64)."""
+
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{key} must be an integer of at least {minimum}, got {value!r}")
+        return value
+
+    return check
 
 
 def _int(key: str, value: Any) -> int:
@@ -90,14 +117,14 @@ KEYS: dict[str, tuple[str, Any]] = {
     "exclude": ("exclude", _str_list),
     "format": ("output_format", _choice(FORMATS)),
     "output": ("output", _string),
-    "batch-size": ("batch_size", _positive_int),
+    "batch-size": ("batch_size", _int_at_least(2)),
     "seed": ("seed", _int),
-    "select": ("select", _str_list),
-    "ignore": ("ignore", _str_list),
+    "select": ("select", _codes),
+    "ignore": ("ignore", _codes),
     "fail-on": ("fail_on", _choice(FAIL_ON)),
     "timeout": ("timeout", _positive_number),
     "legacy-keras": ("legacy_keras", _bool),
-    "max-memory": ("max_memory", _positive_int),
+    "max-memory": ("max_memory", _int_at_least(64)),
     "probes": ("probes", _probes),
 }
 

@@ -6,7 +6,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-_DIRECTIVE = re.compile(r"#\s*lossdiag:\s*ignore(?:\[(?P<codes>[^\]]*)\])?", re.IGNORECASE)
+# `\b` after `ignore`: `# lossdiag: ignored for now` is prose, not a blanket suppression.
+_DIRECTIVE = re.compile(r"#\s*lossdiag:\s*ignore\b(?:\[(?P<codes>[^\]]*)\])?", re.IGNORECASE)
 
 
 def parse(line: str) -> frozenset[str] | None:
@@ -17,11 +18,24 @@ def parse(line: str) -> frozenset[str] | None:
     codes = match.group("codes")
     if codes is None:
         return frozenset()
-    return frozenset(c.strip().upper() for c in re.split(r"[,\s]+", codes) if c.strip())
+    from lossdiag.rules import lookup
+
+    parts = [c.strip() for c in re.split(r"[,\s]+", codes) if c.strip()]
+    # Rule names work as they do in --select: `ignore[coupled]` is `ignore[LD105]`.
+    return frozenset(rule.code if (rule := lookup(c)) is not None else c.upper() for c in parts)
+
+
+def _lines(path: str) -> tuple[str, ...]:
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return ()
+    return _read(path, stat.st_mtime_ns, stat.st_size)
 
 
 @lru_cache(maxsize=256)
-def _lines(path: str) -> tuple[str, ...]:
+def _read(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
+    """Cached per file version, so an edited file is read again (a long-lived process, the tests)."""
     try:
         return tuple(Path(path).read_text(encoding="utf-8", errors="replace").splitlines())
     except OSError:
