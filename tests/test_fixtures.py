@@ -98,3 +98,26 @@ def test_batch_size_8_gives_ratio_8():
     assert by_name["loss2"]["ratio"] == pytest.approx(8, rel=0.05)
     assert [f["code"] for f in by_name["loss2"]["findings"]] == ["LD101"]
     assert by_name["loss1"]["status"] == by_name["loss2_fixed"]["status"] == "pass"
+
+
+def test_untraceable_loss_keeps_its_verdict_points_at_def_and_v_says_why():
+    proc = subprocess.run(
+        [sys.executable, "-m", "lossdiag", "check", "fixtures/batch_axis.py::sums_over_batch_through_numpy",
+         "--format", "json", "-v"],
+        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, NO_COLOR="1"), timeout=300,
+    )
+    assert proc.returncode == 1
+    (result,) = json.loads(proc.stdout)["results"]
+    ld101 = next(f for f in result["findings"] if f["code"] == "LD101")
+    assert ld101["line"] == result["line"]  # the def line: no trace to point elsewhere
+    assert "could not trace it as a graph" in proc.stderr and "numpy" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_no_trace_flag_keeps_verdicts_and_drops_source_lines():
+    traced = run_json("fixtures/seed_losses.py::loss2")
+    untraced = run_json("fixtures/seed_losses.py::loss2", "--no-trace")
+    (a,), (b,) = traced["results"], untraced["results"]
+    assert [f["code"] for f in a["findings"]] == [f["code"] for f in b["findings"]] == ["LD101"]
+    assert a["findings"][0]["line"] == 7 and b["findings"][0]["line"] == a["line"]
+    assert a["ratio"] == b["ratio"]

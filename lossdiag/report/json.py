@@ -67,6 +67,7 @@ def to_data(report: Report) -> dict[str, Any]:
             {"file": e.file, "code": e.code, "message": e.message, "line": e.line, "suppressed": e.suppressed}
             for e in report.errors
         ],
+        "files_without_losses": list(report.files_without_losses),
         "summary": {**report.summary(), "suppressed": report.suppressed_count},
     }
 

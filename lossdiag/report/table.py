@@ -71,7 +71,7 @@ def _table(report: Report, width: int) -> Table:
     name_width = max(len(r.name) for r in report.results + (LossResult("", "Loss", "", 0, "pass"),))
     numbers = [(_num(r.expected), _num(r.actual), _ratio(r.ratio)) for r in report.results]
     fixed = sum(max(len(h), *(len(n[i]) for n in numbers)) for i, h in enumerate(("Expected", "Actual", "Ratio")))
-    verdict = max(7, *(len(c) for r in report.results for c in _codes(r)))
+    verdict = max([7, *(len(c) for r in report.results for c in _codes(r))])
     # Names, numbers and codes are never cut: the probe column takes what is left and wraps.
     probe_width = max(8, width - name_width - fixed - verdict - 3 * 5)  # 5 gaps: pad, rule, pad
     table.add_column("Loss", overflow="fold", min_width=name_width)
