@@ -78,3 +78,14 @@ def test_quiet_form_is_one_line_per_finding(tmp_path):
     out = table.render_findings(_report(tmp_path))
     assert out.splitlines()[0] == "broken.py:3: LD001 SyntaxError: invalid syntax"
     assert len(out.splitlines()) == 3
+
+
+def test_a_run_with_no_findings_renders(tmp_path):
+    ok = LossResult("a.py::ok", "ok", "a.py", 1, "pass", Probe(32, (32, 1), (32, 1), "binary"), (32,), 0.5, 0.5, 1.0)
+    out = table.render(Report(results=(ok,), files_checked=1), width=80)
+    assert "ok" in out and "1.00×" in out and out.rstrip().endswith("1 loss in 1 file: 1 pass")
+
+
+def test_an_empty_run_renders_only_the_summary():
+    out = table.render(Report(files_checked=1, files_without_losses=("a.py",)), width=80)
+    assert out == "0 losses in 1 file; 1 file without losses\n"
