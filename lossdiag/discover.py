@@ -197,9 +197,44 @@ def _base_name(base: ast.expr) -> str:
     return ""
 
 
-def scan_source(source: str, filename: str = "<string>") -> tuple[AstCandidate, ...]:
-    """The module-level things in `source` that may be losses (raises SyntaxError)."""
+def scan_source(
+    source: str, filename: str = "<string>", wanted: frozenset[str] | None = None
+) -> tuple[AstCandidate, ...]:
+    """The module-level things in `source` that may be losses (raises SyntaxError).
+
+    Names in `wanted` (from FILE::NAME) are candidates whatever they are called: the user said so.
+    """
     tree = ast.parse(source, filename=filename)
+    found = list(_scan_tree(tree))
+    if wanted:
+        seen = {c.name for c in found}
+        for name, kind, line in _top_level(tree):
+            if name in wanted and name not in seen:
+                found.append(AstCandidate(name, kind, line))
+                seen.add(name)
+    return tuple(sorted(found, key=lambda c: c.line))
+
+
+def _top_level(tree: ast.Module) -> list[tuple[str, str, int]]:
+    """Every name a module defines at top level, with the kind of candidate it would be."""
+    out = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            kind = "factory" if _positional(node.args)[1] == 0 and _positional(node.args)[0] == [] else "function"
+            out.append((node.name, kind, node.lineno))
+        elif isinstance(node, ast.ClassDef):
+            out.append((node.name, "class", node.lineno))
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            out += [(t.id, "assign", node.lineno) for t in targets if isinstance(t, ast.Name)]
+    return out
+
+
+def top_level_names(source: str) -> set[str]:
+    return {name for name, _, _ in _top_level(ast.parse(source))}
+
+
+def _scan_tree(tree: ast.Module) -> list[AstCandidate]:
     found: list[AstCandidate] = []
     loss_classes: set[str] = set()
     factories: set[str] = set()
@@ -233,15 +268,17 @@ def scan_source(source: str, filename: str = "<string>") -> tuple[AstCandidate, 
                     callee == "partial" and (_LOSS_WORDS.search(target) or first in functions or _LOSS_WORDS.search(first))
                 ):
                     found.append(AstCandidate(target, "assign", node.lineno))
-    return tuple(found)
+    return found
 
 
-def scan_file(path: Path) -> FileScan:
-    """Pre-scan one file without importing it."""
+def scan_file(path: Path, wanted: frozenset[str] | None = None) -> FileScan:
+    """Pre-scan one file without importing it; names in `wanted` are candidates whatever they look like."""
     module, root = module_identity(path)
     try:
         source = path.read_bytes().decode("utf-8")
-        candidates = scan_source(source, str(path))
+        candidates = scan_source(source, str(path), wanted)
+        if wanted and (missing := sorted(wanted - top_level_names(source))):
+            raise TargetError(f"{path.name} defines no top-level {', '.join(repr(n) for n in missing)}")
     except SyntaxError as exc:
         return FileScan(path, module, root, (), (f"SyntaxError: {exc.msg}", exc.lineno))
     except (UnicodeDecodeError, ValueError) as exc:

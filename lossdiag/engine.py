@@ -107,7 +107,7 @@ def check(targets: list[str], options: Options, cwd: Path | None = None) -> Repo
     jobs: list[ModuleJob] = []
     for target in files:
         display = discover.display_path(target.path, cwd)
-        scan = discover.scan_file(target.path)
+        scan = discover.scan_file(target.path, target.names)
         if scan.syntax_error is not None:
             message, line = scan.syntax_error
             errors.append(LoadError(display, "LD001", message, line))

@@ -54,7 +54,8 @@ class StartupError(Exception):
 
 class Worker:
     def __init__(self, options: dict[str, Any], max_memory_mb: int) -> None:
-        self.max_rss_kb = max_memory_mb * 1024
+        self.max_rss_kb = 0  # no limit while the worker imports TensorFlow: that is not the user's code
+        self.baseline_kb = 0
         self.log = tempfile.NamedTemporaryFile(prefix="lossdiag-", suffix=".log", delete=False)  # noqa: SIM115
         self.log.close()
         # O_APPEND: the worker's writes and our reads never fight over one file offset.
@@ -72,11 +73,20 @@ class Worker:
         self._selector = selectors.DefaultSelector()
         assert self.proc.stdout is not None
         self._selector.register(self.proc.stdout, selectors.EVENT_READ)
-        self._send(options)
-        event = self.read(READY_TIMEOUT)
+        try:
+            self._send(options)
+            event = self.read(READY_TIMEOUT)
+        except WorkerFailed as failure:
+            tail = self.log_text().strip()[-2000:]
+            self.close()
+            raise StartupError(f"the worker process did not start: {failure.reason}" + (f"\n{tail}" if tail else "")) from None
         if event.get("event") == "fatal":
             self.close()
             raise StartupError(event["message"])
+        # --max-memory bounds what the user's code adds on top of the worker's own footprint
+        # (TensorFlow alone is about 550 MiB), so a limit below that still lets the worker start.
+        self.baseline_kb = self._rss_kb()
+        self.max_rss_kb = max_memory_mb * 1024
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
@@ -122,7 +132,7 @@ class Worker:
             if left <= 0:
                 self.kill()
                 raise WorkerFailed(f"timed out after {timeout:g} s")
-            if self.max_rss_kb and self._rss_kb() > self.max_rss_kb:
+            if self.max_rss_kb and self._rss_kb() - self.baseline_kb > self.max_rss_kb:
                 self.kill()
                 raise WorkerFailed(f"used more than {self.max_rss_kb // 1024} MiB of memory")
             if not self._selector.select(min(left, 0.05)):
@@ -176,12 +186,18 @@ def run_modules(
     try:
         for job in jobs:
             outcome = outcomes.setdefault(job.path, ModuleOutcome())
-            lines = {c.name: c.line for c in discover.scan_file(job.path).candidates}
+            wanted = None if job.names is None else frozenset(job.names)
+            lines = {c.name: c.line for c in discover.scan_file(job.path, wanted).candidates}
             done: set[str] = set()
             while True:
+                if worker is not None and worker.proc.poll() is not None:
+                    # It died while idle (e.g. a thread a loss left behind): not this module's fault.
+                    worker.close()
+                    worker = None
                 if worker is None:
                     worker = Worker(options, max_memory_mb)
                 current: str | None = None
+                mark = worker.log_size()
                 try:
                     worker.request({
                         "path": str(job.path), "module": job.module, "root": str(job.root),

@@ -189,6 +189,7 @@ def rule_doc_markdown(rule: Rule) -> str:
 # Nothing below imports TensorFlow or numpy: the parent process classifies what the worker measured.
 
 _RANK = {"error": 2, "warning": 1}
+PROBABILITY_LABELS = ("binary", "probs", "onehot", "sparse")
 BATCH_AXIS_CODES = ("LD101", "LD102", "LD103", "LD104", "LD105")
 
 
@@ -273,18 +274,24 @@ def relevant(probes: tuple[Any, ...], name: str = "") -> list[int]:
     """
     ok = [i for i, p in enumerate(probes) if accepted(p)]
     dense = [i for i in ok if _dense(probes[i])]
-    sparse = [i for i in ok if not _dense(probes[i])]
+    sparse = [i for i in ok if probes[i].spec.labels == "sparse"]
     if "sparse" in name.lower() and sparse:
         return sparse
     return dense or ok
 
 
+def _telling(code: str) -> float:
+    # Coupling ranks above the other warnings: it is often a (B, B) intermediate that the trace
+    # then shows to be a cross-broadcast (LD104), and the trace runs on the chosen probe only.
+    return 1.5 if code == "LD105" else _RANK[RULES[code].severity]
+
+
 def choose_probe(probes: tuple[Any, ...], name: str = "") -> int | None:
     """The most telling relevant probe: the most severe finding, then a width above 1, then first."""
-    best, best_key = None, (-1, False)
+    best, best_key = None, (-1.0, False)
     for index in relevant(probes, name):
         probe = probes[index]
-        rank = max((_RANK[RULES[code].severity] for code, _ in classify(probe)), default=0)
+        rank = max((_telling(code) for code, _ in classify(probe)), default=0.0)
         key = (rank, _informative(probe))
         if key > best_key:
             best, best_key = index, key
@@ -415,6 +422,14 @@ def findings_for(m: Any) -> list[tuple[str, str, str, int, str, tuple[tuple[str,
                     continue
                 batch_code_seen = True
             seen.setdefault(code, (ev, probe))
+    # NaN at the boundary and a missing gradient are properties of the loss, not of one layout:
+    # they must show on every relevant layout that measured them. A categorical loss is constant
+    # over one class, and all-zero multi-label rows are not a softmax's output.
+    for code, measured in (("LD201", lambda p: p.spec.labels in PROBABILITY_LABELS), ("LD202", lambda p: True)):
+        if code in seen:
+            layouts = [m.probes[i] for i in relevant(m.probes, m.name) if measured(m.probes[i])]
+            if not all(code in {c for c, _ in classify(p)} for p in layouts):
+                del seen[code]
     # A (B, B) intermediate found by the trace is a cross-broadcast even when the output is (B,).
     if "LD105" in seen and m.trace is not None and m.trace.first("broadcast") is not None:
         seen["LD104"] = seen.pop("LD105")
@@ -430,16 +445,23 @@ def findings_for(m: Any) -> list[tuple[str, str, str, int, str, tuple[tuple[str,
 
 
 def not_probed_message(m: Any) -> str:
-    """LD002's message: why, the last exception, and the layouts that were tried."""
+    """LD002's message: why, each distinct error with the layouts that raised it."""
     if m.error:
         return m.error
-    layouts = ", ".join(
-        f"{_fmt_shape(p.spec.y_true)}→{_fmt_shape(p.spec.y_pred)} {p.spec.labels}".replace("'B'", "B")
-        if tuple(p.spec.y_true) != tuple(p.spec.y_pred)
-        else f"{_fmt_shape(p.spec.y_pred)} {p.spec.labels}".replace("'B'", "B")
-        for p in m.probes
-    )
-    last = next((p.error for p in reversed(m.probes) if p.error), "no layout was accepted")
+
+    def layout(p: Any) -> str:
+        text = (
+            f"{_fmt_shape(p.spec.y_true)}→{_fmt_shape(p.spec.y_pred)}"
+            if tuple(p.spec.y_true) != tuple(p.spec.y_pred)
+            else _fmt_shape(p.spec.y_pred)
+        )
+        return f"{text} {p.spec.labels}".replace("'B'", "B")
+
+    groups: dict[str, list[str]] = {}
+    for p in m.probes:
+        groups.setdefault(p.error or "no usable output", []).append(layout(p))
     if m.hint.startswith("K."):
-        return f"{m.hint.split(':')[0]} ({last})"
-    return f"every probe layout failed; last: {last} (tried {len(m.probes)}: {layouts})"
+        return f"{m.hint.split(':')[0]} ({next(iter(groups))})"
+    parts = [f"{error} [{', '.join(layouts)}]" for error, layouts in list(groups.items())[:3]]
+    more = f"; and {len(groups) - 3} other errors" if len(groups) > 3 else ""
+    return f"every probe layout failed ({len(m.probes)} tried): " + "; ".join(parts) + more

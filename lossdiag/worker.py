@@ -11,6 +11,7 @@ import importlib.util
 import io
 import json
 import os
+import random
 import sys
 import traceback
 from pathlib import Path
@@ -44,6 +45,8 @@ def describe_import_error(exc: BaseException) -> str:
         where = f" ({Path(exc.filename).name}:{exc.lineno})" if exc.filename else ""
         return f"SyntaxError: {exc.msg}{where}"
     hint = probe.keras2_hint(str(exc))
+    if isinstance(exc, ImportError) and "tf_keras" in str(exc):
+        hint = "--legacy-keras maps `keras` to tf_keras (Keras 2), which lacks this; check Keras-3 modules without it"
     return probe.describe_exception(exc) + (f"; {hint}" if hint else "")
 
 
@@ -99,13 +102,110 @@ def _trace(runner: probe.LossRunner, m: LossMeasurement, seed: int) -> Trace | N
         return Trace(error=probe.describe_exception(exc))
 
 
+class GlobalState:
+    """Process-wide settings that a user's code may change: Keras' floatx, epsilon, image format and
+    dtype policy, eager mode, the working directory, and the global random generators.
+
+    The worker is reused across modules and losses, so one loss that calls
+    `keras.config.set_floatx("float16")` or `np.random.seed(...)` would otherwise change what every
+    later loss computes. Each module is imported in the worker's initial state; each loss then runs
+    in the state its module's import left, with every global generator reseeded from `--seed`, so a
+    loss measures the same whatever ran before it (and whether or not a crash restarted the worker).
+    `sys.stdin`/`stdout`/`stderr` are put back too, so a loss that closes or replaces them cannot
+    break the worker or swallow what later losses print.
+    """
+
+    def __init__(self, legacy: bool, seed: int) -> None:
+        from lossdiag import _tf
+
+        self.tf, self.keras = _tf.load(legacy)
+        self.legacy = legacy
+        self.seed = seed
+        self.initial = self.read()
+        self.streams = {"stdin": (sys.stdin, 0, "r"), "stdout": (sys.stdout, 1, "w"), "stderr": (sys.stderr, 2, "w")}
+
+    def _policy(self) -> Any:
+        if self.legacy:
+            return self.keras.mixed_precision.global_policy()
+        return self.keras.config.dtype_policy()
+
+    def read(self) -> dict[str, Any]:
+        backend = self.keras.backend
+        return {
+            "floatx": backend.floatx(),
+            "epsilon": backend.epsilon(),
+            "image_data_format": backend.image_data_format(),
+            "policy": self._policy(),
+            "eager": self.tf.config.functions_run_eagerly(),
+            "cwd": os.getcwd(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        backend = self.keras.backend
+        setters = {
+            "floatx": backend.set_floatx,
+            "epsilon": backend.set_epsilon,
+            "image_data_format": backend.set_image_data_format,
+            "policy": (
+                self.keras.mixed_precision.set_global_policy if self.legacy else self.keras.config.set_dtype_policy
+            ),
+            "eager": self.tf.config.run_functions_eagerly,
+            "cwd": os.chdir,
+        }
+        try:
+            now = self.read()
+        except Exception:  # a loss broke a getter; set everything
+            now = {}
+        for key, value in state.items():
+            if now.get(key, object()) != value:
+                try:
+                    setters[key](value)
+                except Exception:  # best effort: never let a reset end the worker
+                    pass
+        self.restore_streams()
+        self.reseed()
+
+    def restore_streams(self) -> None:
+        for name, (saved, fd, mode) in list(self.streams.items()):
+            if saved.closed:  # a loss closed it: a fresh wrapper on the same file descriptor
+                raw = os.fdopen(fd, mode + "b", closefd=False)
+                saved = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", line_buffering=mode == "w")
+                self.streams[name] = (saved, fd, mode)
+            if getattr(sys, name) is not saved:
+                setattr(sys, name, saved)
+
+    def reseed(self) -> None:
+        import numpy as np
+
+        random.seed(self.seed)
+        np.random.seed(self.seed % 2**32)
+        self.tf.random.set_seed(self.seed)
+        if not self.legacy:
+            try:
+                self.keras.utils.set_random_seed(self.seed)  # also resets keras.random's generator
+            except Exception:
+                pass
+
+
+_GLOBALS: dict[str, GlobalState] = {}
+
+
+def _globals(options: dict[str, Any]) -> GlobalState:
+    if "state" not in _GLOBALS:
+        _GLOBALS["state"] = GlobalState(options["legacy"], options["seed"])
+    return _GLOBALS["state"]
+
+
 def check_module(request: dict[str, Any], options: dict[str, Any], channel: TextIO) -> None:
     from dataclasses import replace
 
     from lossdiag import _tf
 
     path = Path(request["path"])
-    scan = discover.scan_file(path)
+    names = request.get("names")
+    scan = discover.scan_file(path, None if names is None else frozenset(names))
+    state = _globals(options)
+    state.restore(state.initial)
     try:
         module = import_user_module(request["module"], path, Path(request["root"]))
     except BaseException as exc:  # SystemExit and friends too: the user's module must not end us
@@ -114,7 +214,6 @@ def check_module(request: dict[str, Any], options: dict[str, Any], channel: Text
         _send(channel, event="load_error", message=describe_import_error(exc), line=_error_line(exc, str(path)))
         return
     legacy = options["legacy"]
-    names = request.get("names")
     candidates = discover.materialise(
         module,
         scan,
@@ -123,6 +222,7 @@ def check_module(request: dict[str, Any], options: dict[str, Any], channel: Text
         _tf.loss_base_classes(legacy),
     )
     skip = set(request.get("skip", ()))
+    module_state = state.read()  # what the module's import set up is its losses' environment
     _send(channel, event="candidates", names=[c.name for c in candidates])
     for cand in candidates:
         if cand.name in skip:
@@ -135,6 +235,7 @@ def check_module(request: dict[str, Any], options: dict[str, Any], channel: Text
         m = base
         if cand.loss is not None:
             try:
+                state.restore(module_state)
                 runner = probe.LossRunner(cand.loss, legacy)
                 m = probe.measure_loss(
                     runner, base, _ladder(request, cand.name), options["batch_size"], options["seed"], rules.choose_probe
@@ -143,8 +244,14 @@ def check_module(request: dict[str, Any], options: dict[str, Any], channel: Text
                     m = replace(m, trace=_trace(runner, m, options["seed"]))
             except Exception as exc:  # a bug of ours or a loss that breaks Keras itself
                 m = replace(base, error="probing raised " + probe.describe_exception(exc))
-        sys.stdout.flush()
-        sys.stderr.flush()
+            except (SystemExit, KeyboardInterrupt) as exc:  # raised by the loss: it must not end the worker
+                what = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else "raise KeyboardInterrupt"
+                m = replace(base, error=f"the loss called {what} while probing")
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # closed or broken by the loss; restored before the next one
+                pass
         _send(channel, event="result", measurement=m.to_json())
     _send(channel, event="done")
 
@@ -155,7 +262,14 @@ def main() -> int:
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), encoding="utf-8", line_buffering=True)
-    options = json.loads(sys.stdin.readline())
+    # Requests arrive on a private copy of stdin; fd 0 becomes /dev/null, so a loss that calls
+    # input() gets EOFError at once instead of hanging until the timeout or eating a request.
+    requests = os.fdopen(os.dup(0), "r", encoding="utf-8")
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdin = io.TextIOWrapper(os.fdopen(0, "rb", closefd=False), encoding="utf-8")
+    options = json.loads(requests.readline())
 
     from lossdiag import _tf
 
@@ -167,7 +281,7 @@ def main() -> int:
         _send(channel, event="fatal", message=f"cannot import TensorFlow/Keras: {probe.describe_exception(exc)}")
         return 1
     _send(channel, event="ready")
-    for line in sys.stdin:
+    for line in requests:
         if not line.strip():
             continue
         request = json.loads(line)

@@ -65,9 +65,23 @@ class TestMeasurements:
         runner = wrap(lambda y_true, y_pred: ops.mean(ops.square(y_true - y_pred), axis=-1))
         m = probe.measure_probe(runner, ProbeSpec(("B", 2), ("B", 2), "binary"), 32, 0)
         assert m.error is None
-        assert dict(m.shapes) == {5: (5,), 7: (7,), 32: (32,)}
+        assert dict(m.shapes) == {7: (7,), 32: (32,)}
         assert m.reported == pytest.approx(m.reported_doubled, rel=1e-6)
         assert m.coupled_from == () and m.boundary is None and m.gradient == "ok"
+
+    def test_coupling_boundary_and_gradient_evidence(self, wrap):
+        from keras import ops
+
+        def coupled_unclipped(y_true, y_pred):
+            ce = -ops.mean(y_true * ops.log(y_pred), axis=-1)
+            return ce / (ops.mean(ce) + 1.0)
+
+        m = probe.measure_probe(wrap(coupled_unclipped), ProbeSpec(("B", 2), ("B", 2), "binary"), 32, 0)
+        assert m.coupled_from == (0, 31) and m.coupled_delta > 0
+        assert m.boundary is not None and m.boundary.startswith("NaN in 32 of 32 samples")
+        rounded = probe.measure_probe(wrap(lambda t, p: ops.mean(ops.abs(t - ops.round(p)), axis=-1)),
+                                      ProbeSpec(("B", 2), ("B", 2), "binary"), 32, 0)
+        assert rounded.gradient == "none"
 
     def test_batch_sum_doubles_when_the_batch_is_repeated(self, wrap):
         from keras import ops
