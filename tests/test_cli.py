@@ -217,3 +217,22 @@ def test_quiet_output_file_prints_nothing(no_losses: Path):
     rc, out, err = run_cli(["check", "helpers.py", "-q", "--format", "json", "-o", "r.json"], no_losses)
     assert (rc, out, err) == (0, "", "")
     assert json.loads((no_losses / "r.json").read_text(encoding="utf-8"))["summary"]["losses"] == 0
+
+
+def test_a_name_the_file_does_not_define_exits_2_before_any_import(tmp_path: Path):
+    write(tmp_path / "losses.py", "raise RuntimeError('must not be imported')\n\ndef loss(y_true, y_pred):\n    return y_true\n")
+    rc, out, err = run_cli(["check", "losses.py::nope"], cwd=tmp_path)
+    assert rc == 2 and out == ""
+    assert err.strip() == "lossdiag: error: losses.py defines no top-level 'nope'"
+
+
+@pytest.mark.tf
+def test_an_explicit_name_is_probed_whatever_it_is_called(tmp_path: Path):
+    import json
+
+    write(tmp_path / "helpers.py", "from keras import ops\n\ndef combine(a, b):\n    return ops.sum(a - b)\n")
+    rc, out, _ = run_cli(["check", "helpers.py", "--format", "json"], cwd=tmp_path)
+    assert rc == 0 and json.loads(out)["results"] == []  # not loss-like: not a candidate
+    rc, out, _ = run_cli(["check", "helpers.py::combine", "--format", "json"], cwd=tmp_path)
+    (result,) = json.loads(out)["results"]
+    assert rc == 1 and [f["code"] for f in result["findings"]] == ["LD101"]
