@@ -1,0 +1,63 @@
+"""The CI formats on real fixture runs: SARIF is schema-valid, annotations and JUnit match the findings."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import run_cli
+from test_report_sarif import validator  # noqa: F401 - the schema validator fixture
+
+pytestmark = pytest.mark.tf
+TARGETS = ["fixtures/seed_losses.py", "fixtures/batch_axis.py", "fixtures/numerics.py"]
+
+
+@pytest.fixture(scope="module")
+def outputs() -> dict[str, str]:
+    out = {}
+    for fmt in ("json", "sarif", "github", "junit"):
+        rc, stdout, stderr = run_cli(["check", *TARGETS, "--format", fmt])
+        assert rc == 1, stderr
+        out[fmt] = stdout
+    return out
+
+
+def _findings(outputs) -> list[tuple[str, int, str]]:
+    data = json.loads(outputs["json"])
+    return [(f["file"], f["line"], f["code"]) for r in data["results"] for f in r["findings"] if not f["suppressed"]]
+
+
+def test_sarif_is_schema_valid_and_has_every_finding(outputs, validator):  # noqa: F811
+    log = json.loads(outputs["sarif"])
+    errors = sorted(validator.iter_errors(log), key=str)
+    assert not errors, errors[:3]
+    results = log["runs"][0]["results"]
+    got = sorted(
+        (r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+         r["locations"][0]["physicalLocation"]["region"]["startLine"], r["ruleId"])
+        for r in results
+    )
+    assert got == sorted(_findings(outputs))
+    ld101 = next(r for r in results if r["ruleId"] == "LD101" and "seed_losses" in json.dumps(r["locations"]))
+    assert ld101["level"] == "error"
+    assert ld101["relatedLocations"], "the slice that set the bug up"
+
+
+def test_github_annotations_one_per_finding(outputs):
+    lines = outputs["github"].splitlines()
+    assert len(lines) == len(_findings(outputs))
+    assert "::error file=fixtures/seed_losses.py,line=7,title=LD101 batch-sum::" in outputs["github"]
+    assert all(line.startswith(("::error ", "::warning ")) for line in lines)
+
+
+def test_junit_one_testcase_per_loss_failures_per_finding(outputs):
+    root = ET.fromstring(outputs["junit"])
+    data = json.loads(outputs["json"])
+    cases = root.findall(".//testcase")
+    assert len(cases) == len(data["results"])
+    failures = [(c.get("name"), f.get("type")) for c in cases for f in c.findall("failure")]
+    assert ("loss2", "LD101") in failures
+    assert len(failures) == len(_findings(outputs))
+    assert int(root.get("failures")) == sum(1 for r in data["results"] if r["findings"])
