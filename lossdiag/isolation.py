@@ -210,7 +210,12 @@ def run_modules(
                         if kind == "load_error":
                             outcome.load_error = (event["message"], event.get("line"))
                             break
-                        if kind == "start":
+                        if kind == "candidates":  # the module is imported: what it printed goes to -v
+                            text = worker.log_text(mark).strip()
+                            if text and not outcome.measurements and not done:
+                                log.append(f"{job.path} printed while it was imported:\n{text[-2000:]}")
+                            mark = worker.log_size()
+                        elif kind == "start":
                             current, mark = event["name"], worker.log_size()
                         elif kind == "result":
                             m = LossMeasurement.from_json(event["measurement"])

@@ -121,3 +121,17 @@ def test_no_trace_flag_keeps_verdicts_and_drops_source_lines():
     assert [f["code"] for f in a["findings"]] == [f["code"] for f in b["findings"]] == ["LD101"]
     assert a["findings"][0]["line"] == 7 and b["findings"][0]["line"] == a["line"]
     assert a["ratio"] == b["ratio"]
+
+
+@pytest.mark.parametrize("fixture", ["seed_losses.py", "seed_losses_k2.py"])
+def test_seed_finding_points_at_the_sum_and_relates_the_slices(report, fixture):
+    """Issue 3: the `sum` in the inner function, the slices in the outer one, and keep-the-axis."""
+    rel = f"fixtures/{fixture}"
+    lines = (ROOT / rel).read_text().splitlines()
+    loss2 = next(r for r in report["results"] if r["id"] == f"{rel}::loss2")
+    (finding,) = loss2["findings"]
+    assert "sum(" in lines[finding["line"] - 1] and "axis=-1" in lines[finding["line"] - 1]
+    related = {rel_["line"] for rel_ in finding["related"]}
+    assert related == {i + 1 for i, line in enumerate(lines) if "[:, 1]" in line and i + 1 > loss2["line"]
+                       and i + 1 < loss2["line"] + 4}
+    assert "1:2]" in finding["hint"]

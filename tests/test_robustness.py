@@ -1,0 +1,385 @@
+"""Never crash, never hang: bad input becomes a finding (LD001/LD002), the rest of the run is still checked.
+
+Every case runs the real CLI on a fixture of `fixtures/robustness/` and asserts the finding and its
+message, the exit status, and that a correct loss in the same run was still checked (status pass).
+Each run costs a TensorFlow import (and the crash cases a worker restart each), so all runs start
+together once per module and the tests read their results.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli, run_cli_many
+
+ROB = "fixtures/robustness"
+SEED = "fixtures/seed_losses.py"
+MARKER = re.compile(r"#\s*expect:\s*(?P<codes>[\w ,]+)$")
+DEFINED = re.compile(r"^\s*(?:def|class)\s+(?P<name>\w+)")
+TRACEBACK = "Traceback (most recent call last)"
+
+# name -> (arguments of `lossdiag check`). JSON unless the name says table.
+RUNS: dict[str, list[str]] = {
+    "import_errors": [f"{ROB}/import_errors", SEED, "--format", "json"],
+    "import_errors_table": [f"{ROB}/import_errors", SEED],
+    "bad_returns": [f"{ROB}/bad_returns.py", f"{ROB}/interactive.py", "--format", "json"],
+    # Every hang or crash restarts the worker (a TensorFlow import each): share runs where options allow.
+    "timeouts": [f"{ROB}/hangs.py", f"{ROB}/import_crashes", "--timeout", "2", "--format", "json"],
+    "crashes": [f"{ROB}/crashes.py", f"{ROB}/memory_hog.py", "--max-memory", "1500", "--format", "json"],
+    # The limit is on what a loss adds to the worker, so one below TensorFlow's own ~550 MiB still runs.
+    "small_memory_limit": [SEED, "--max-memory", "64", "--format", "json"],
+    "prints_json": [f"{ROB}/prints.py", SEED, "--format", "json"],
+    "prints_table_verbose": [f"{ROB}/prints.py", SEED, "-v"],
+    "state_all": [f"{ROB}/global_state.py", f"{ROB}/global_state_victim.py", "--format", "json"],
+    "state_without_mutators": [
+        f"{ROB}/global_state.py::per_sample_mse",
+        f"{ROB}/global_state.py::per_sample_mse_logged",
+        f"{ROB}/global_state.py::per_sample_noisy_mse",
+        f"{ROB}/global_state_victim.py",
+        "--format", "json",
+    ],
+}
+
+
+class Run:
+    def __init__(self, args: list[str], outcome: tuple[int, str, str]) -> None:
+        self.args = args
+        self.code, self.out, self.err = outcome
+
+    @property
+    def data(self) -> dict:
+        return json.loads(self.out)
+
+    def result(self, rid: str) -> dict:
+        found = [r for r in self.data["results"] if r["id"] == rid]
+        assert len(found) == 1, (rid, [r["id"] for r in self.data["results"]])
+        return found[0]
+
+    def error(self, file: str) -> dict:
+        found = [e for e in self.data["errors"] if e["file"] == file]
+        assert len(found) == 1, (file, self.data["errors"])
+        return found[0]
+
+    def codes(self, rid: str) -> set[str]:
+        return {f["code"] for f in self.result(rid)["findings"] if not f["suppressed"]}
+
+    def message(self, rid: str, code: str) -> str:
+        [finding] = [f for f in self.result(rid)["findings"] if f["code"] == code]
+        return finding["message"]
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, Run]:
+    outcomes = run_cli_many((["check", *args], REPO) for args in RUNS.values())
+    return {name: Run(args, outcome) for (name, args), outcome in zip(RUNS.items(), outcomes)}
+
+
+def markers(path: Path) -> dict[str, set[str]]:
+    """{loss name or "<module>": codes} from the fixture's `# expect:` comments."""
+    out: dict[str, set[str]] = {}
+    for line in path.read_bytes().decode("utf-8", "replace").splitlines():
+        found = MARKER.search(line)
+        if found:
+            named = DEFINED.match(line)
+            out[named.group("name") if named else "<module>"] = {c.strip() for c in found.group("codes").split(",")}
+    return out
+
+
+def assert_markers_hold(run: Run, files: list[str]) -> None:
+    """Every loss got exactly the codes its marker names; every `# expect: LD001` module is in errors."""
+    for file in files:
+        for name, codes in markers(REPO / file).items():
+            if name == "<module>":
+                assert run.error(file)["code"] in codes
+            elif codes == {"pass"}:
+                result = run.result(f"{file}::{name}")
+                assert result["status"] == "pass" and not result["findings"], result
+            else:
+                assert run.codes(f"{file}::{name}") == codes, run.result(f"{file}::{name}")
+
+
+# --- usage errors: no TensorFlow needed ----------------------------------------------------------
+
+
+def test_missing_target_is_a_usage_error_on_one_line():
+    code, out, err = run_cli(["check", f"{ROB}/no_such_file.py", SEED, "--format", "json"], cwd=REPO)
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert "no_such_file.py" in err and "no such file" in err
+    assert TRACEBACK not in err
+
+
+def test_missing_target_among_good_ones_with_verbose_still_one_line():
+    code, out, err = run_cli(["check", SEED, "-v", f"{ROB}/missing_dir/"], cwd=REPO)
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert "missing_dir" in err
+
+
+# --- modules that cannot be imported (LD001) --------------------------------------------------------
+
+
+IMPORT_ERRORS = {
+    # file: (line, fragments of the message)
+    "syntax_error.py": (7, ["SyntaxError", "expected ':'"]),
+    "notes.py": (2, ["SyntaxError"]),
+    "binary_garbage.py": (None, ["not a Python source file"]),
+    "raises_at_import.py": (9, ["KeyError", "beta"]),
+    "exits_at_import.py": (13, ["sys.exit(3)"]),
+    "missing_package.py": (4, ["ModuleNotFoundError", "not_a_real_package_xyz"]),
+}
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("name", sorted(IMPORT_ERRORS))
+def test_module_that_cannot_be_imported_is_ld001_with_file_and_line(runs, name):
+    run = runs["import_errors"]
+    line, fragments = IMPORT_ERRORS[name]
+    error = run.error(f"{ROB}/import_errors/{name}")
+    assert error["code"] == "LD001"
+    assert error["line"] == line
+    for fragment in fragments:
+        assert fragment in error["message"], error
+
+
+@pytest.mark.tf
+def test_other_files_are_still_checked_next_to_broken_modules(runs):
+    run = runs["import_errors"]
+    assert run.code == 1
+    assert run.result(f"{ROB}/import_errors/imports_fine.py::per_sample_mse")["status"] == "pass"
+    assert run.result(f"{SEED}::loss1")["status"] == "pass"
+    assert run.codes(f"{SEED}::loss2") == {"LD101"}
+    assert len(run.data["errors"]) == len(IMPORT_ERRORS)
+    assert run.data["summary"]["losses"] == 4
+    assert_markers_hold(run, [f"{ROB}/import_errors/{n}" for n in [*IMPORT_ERRORS, "imports_fine.py"]])
+
+
+@pytest.mark.tf
+def test_table_lists_each_load_error_without_a_traceback(runs):
+    run = runs["import_errors_table"]
+    assert run.code == 1
+    for name in IMPORT_ERRORS:
+        assert f"import_errors/{name}" in run.out
+    assert run.out.count("LD001") >= len(IMPORT_ERRORS)
+    assert "not_a_real_package_xyz" in run.out
+    assert TRACEBACK not in run.out + run.err
+
+
+@pytest.mark.tf
+def test_imports_that_hang_crash_or_ask_for_input_are_ld001(runs):
+    run = runs["timeouts"]
+    base = f"{ROB}/import_crashes"
+    assert run.code == 1
+    assert "timed out after 2 s" in run.error(f"{base}/hangs_at_import.py")["message"]
+    assert "SIGABRT" in run.error(f"{base}/aborts_at_import.py")["message"]
+    asks = run.error(f"{base}/asks_at_import.py")
+    assert "EOFError" in asks["message"] and asks["line"] == 6
+    assert run.result(f"{base}/imports_fine.py::per_sample_mse")["status"] == "pass"
+    assert_markers_hold(run, [f"{base}/{p.name}" for p in sorted((REPO / base).glob("*.py"))])
+
+
+# --- losses that raise or return the wrong thing ----------------------------------------------------
+
+
+@pytest.mark.tf
+def test_loss_that_raises_on_every_probe_is_ld002_with_the_exception(runs):
+    run = runs["bad_returns"]
+    rid = f"{ROB}/bad_returns.py::raises_every_probe"
+    assert run.result(rid)["status"] == "error"
+    message = run.message(rid, "LD002")
+    assert "ValueError: this loss refuses every batch" in message
+    assert TRACEBACK not in message
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [("returns_none", "None"), ("returns_string", "str"), ("returns_string_tensor", "string tensor")],
+)
+def test_loss_that_returns_no_number_is_ld002_saying_what_it_returned(runs, name, fragment):
+    run = runs["bad_returns"]
+    rid = f"{ROB}/bad_returns.py::{name}"
+    assert run.codes(rid) == {"LD002"}
+    assert run.result(rid)["status"] == "error"
+    assert fragment in run.message(rid, "LD002")
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("name", ["returns_python_float", "returns_list", "returns_int_tensor"])
+def test_constant_or_integer_output_has_no_gradient(runs, name):
+    # A Python float or list is a constant and an int tensor cuts the gradient: LD202 either way;
+    # the value is still measured (no crash, no LD002).
+    run = runs["bad_returns"]
+    rid = f"{ROB}/bad_returns.py::{name}"
+    assert "LD202" in run.codes(rid)
+    assert "LD002" not in run.codes(rid)
+    assert run.result(rid)["actual"] is not None
+
+
+@pytest.mark.tf
+def test_bad_returns_run_goes_on_to_the_correct_loss(runs):
+    run = runs["bad_returns"]
+    assert run.code == 1
+    assert run.result(f"{ROB}/bad_returns.py::per_sample_mse")["status"] == "pass"
+    assert run.data["summary"]["losses"] == 8 + 3  # with interactive.py
+    assert_markers_hold(run, [f"{ROB}/bad_returns.py", f"{ROB}/interactive.py"])
+
+
+# --- losses that hang, crash, blow up memory or read stdin -----------------------------------------
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("name", ["hangs_forever", "sleeps_forever"])
+def test_loss_that_never_returns_times_out(runs, name):
+    run = runs["timeouts"]
+    rid = f"{ROB}/hangs.py::{name}"
+    assert run.codes(rid) == {"LD002"}
+    assert "timed out after 2 s" in run.message(rid, "LD002")
+
+
+@pytest.mark.tf
+def test_loss_after_a_hang_is_still_checked(runs):
+    run = runs["timeouts"]
+    assert run.code == 1
+    assert run.result(f"{ROB}/hangs.py::per_sample_mse")["status"] == "pass"
+    assert_markers_hold(run, [f"{ROB}/hangs.py"])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("aborts_process", "crashed (SIGABRT)"),
+        ("segfaults", "crashed (SIGSEGV)"),
+        ("exits_process", "exited with status 7"),
+        ("calls_sys_exit", "sys.exit(4)"),
+    ],
+)
+def test_loss_that_ends_the_process_is_ld002_naming_how(runs, name, fragment):
+    run = runs["crashes"]
+    rid = f"{ROB}/crashes.py::{name}"
+    assert run.codes(rid) == {"LD002"}
+    assert run.result(rid)["status"] == "error"
+    assert fragment in run.message(rid, "LD002")
+
+
+@pytest.mark.tf
+def test_losses_before_and_after_crashes_are_still_checked(runs):
+    run = runs["crashes"]
+    assert run.code == 1
+    for name in ("per_sample_mae", "per_sample_mse", "per_sample_mse_again"):
+        assert run.result(f"{ROB}/crashes.py::{name}")["status"] == "pass", name
+    assert_markers_hold(run, [f"{ROB}/crashes.py"])
+
+
+@pytest.mark.tf
+def test_crashes_show_no_fault_dump_without_verbose(runs):
+    run = runs["crashes"]
+    for noise in (TRACEBACK, "Fatal Python error", "Current thread", "Extension modules"):
+        assert noise not in run.out + run.err, noise
+
+
+@pytest.mark.tf
+def test_loss_that_allocates_too_much_is_stopped(runs):
+    run = runs["crashes"]
+    rid = f"{ROB}/memory_hog.py::allocates_too_much"
+    assert run.code == 1
+    assert run.codes(rid) == {"LD002"}
+    assert "used more than 1500 MiB" in run.message(rid, "LD002")
+    assert run.result(f"{ROB}/memory_hog.py::per_sample_mse")["status"] == "pass"
+
+
+@pytest.mark.tf
+def test_memory_limit_below_tensorflows_footprint_is_not_an_internal_error(runs):
+    run = runs["small_memory_limit"]
+    assert run.code == 1
+    assert run.result(f"{SEED}::loss1")["status"] == "pass"
+    assert run.codes(f"{SEED}::loss2") == {"LD101"}
+
+
+@pytest.mark.tf
+def test_loss_that_reads_stdin_fails_at_once_instead_of_hanging(runs):
+    run = runs["bad_returns"]
+    assert run.code == 1
+    for name in ("asks_for_input", "reads_stdin"):
+        message = run.message(f"{ROB}/interactive.py::{name}", "LD002")
+        assert "EOFError" in message and "timed out" not in message, message
+    assert run.result(f"{ROB}/interactive.py::per_sample_mse")["status"] == "pass"
+
+
+# --- output of the user's code ------------------------------------------------------------------
+
+
+PRINTED = ("PRINTED-AT-IMPORT", "PRINTED-TO-STDOUT", "PRINTED-TO-STDERR", "WRITTEN-TO-FD1")
+
+
+@pytest.mark.tf
+def test_printing_losses_leave_the_json_report_clean(runs):
+    run = runs["prints_json"]
+    data = run.data  # parses: nothing was mixed into stdout
+    assert run.code == 1  # the seed file's loss2
+    for text in PRINTED:
+        assert text not in run.out and text not in run.err, text
+    for name in ("prints_to_stdout", "prints_to_stderr", "writes_to_fd1", "per_sample_mse"):
+        assert run.result(f"{ROB}/prints.py::{name}")["status"] == "pass", name
+    assert run.result(f"{SEED}::loss1")["status"] == "pass"
+    assert data["summary"]["losses"] == 7
+
+
+@pytest.mark.tf
+def test_verbose_shows_what_losses_printed_on_stderr_not_in_the_table(runs):
+    run = runs["prints_table_verbose"]
+    assert run.code == 1
+    assert "prints_to_stdout" in run.out and "per_sample_mse" in run.out
+    for text in PRINTED:
+        assert text not in run.out, text
+    for text in PRINTED:  # what the module printed at import too
+        assert text in run.err, text
+
+
+# --- process-wide state -----------------------------------------------------------------------
+
+
+@pytest.mark.tf
+def test_losses_that_change_global_state_do_not_change_later_losses(runs):
+    with_mutators = runs["state_all"]
+    without = runs["state_without_mutators"]
+    later = [
+        f"{ROB}/global_state.py::per_sample_mse",
+        f"{ROB}/global_state.py::per_sample_mse_logged",
+        f"{ROB}/global_state.py::per_sample_noisy_mse",  # draws from np.random: seeded per loss
+        f"{ROB}/global_state_victim.py::per_sample_mse",
+        f"{ROB}/global_state_victim.py::per_sample_bce",  # uses floatx and epsilon
+        f"{ROB}/global_state_victim.py::per_sample_noisy_mae",
+    ]
+    assert [r["id"] for r in without.data["results"]] == later
+    for rid in later:
+        assert with_mutators.result(rid) == without.result(rid), rid
+    assert_markers_hold(with_mutators, [f"{ROB}/global_state.py", f"{ROB}/global_state_victim.py"])
+
+
+@pytest.mark.tf
+def test_a_loss_that_closes_sys_stdout_does_not_end_the_worker(runs):
+    run = runs["state_all"]
+    assert run.result(f"{ROB}/global_state.py::closes_sys_stdout")["status"] == "pass"
+    assert run.result(f"{ROB}/global_state.py::per_sample_mse_logged")["status"] == "pass"
+
+
+# --- no tracebacks ------------------------------------------------------------------------------
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("name", [n for n in RUNS if "-v" not in RUNS[n]])
+def test_no_run_prints_a_traceback_or_an_internal_error(runs, name):
+    run = runs[name]
+    assert run.code == 1, run.err  # findings, never 2 (internal error)
+    assert TRACEBACK not in run.out + run.err
+    assert "internal error" not in run.err
+    if "json" in run.args:
+        json.loads(run.out)
