@@ -2,6 +2,11 @@
 
 import sys
 
-from lossdiag.cli import main
+# `-m` put the working directory first on sys.path. lossdiag never imports the user's code here,
+# and a json.py or random.py in that folder would otherwise replace the real module.
+if sys.path and sys.path[0] in ("", __import__("os").getcwd()):
+    del sys.path[0]
+
+from lossdiag.cli import main  # noqa: E402
 
 sys.exit(main())

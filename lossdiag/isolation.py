@@ -62,7 +62,9 @@ class Worker:
         self._log_w = open(self.log.name, "ab", buffering=0)  # noqa: SIM115
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lossdiag.worker"],
+            # Not `-m`: that puts the working directory first on sys.path, and a user's json.py or
+            # random.py there would replace the real module inside TensorFlow itself.
+            [sys.executable, "-c", "import sys; del sys.path[0]; from lossdiag.worker import main; sys.exit(main())"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log_w,
@@ -171,6 +173,17 @@ class Worker:
             pass
 
 
+def collapse_repeats(text: str, limit: int = 40) -> str:
+    """What a loss printed, once per distinct line: it runs once per probe, so a print repeats."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        counts[line] = counts.get(line, 0) + 1
+    lines = [line if n == 1 else f"{line}  (×{n})" for line, n in counts.items()]
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more distinct lines"]
+    return "\n".join(lines)
+
+
 def _failed(job: ModuleJob, name: str, reason: str, file: str, line: int) -> LossMeasurement:
     return LossMeasurement(name=name, kind="function", file=file, line=line, error=reason)
 
@@ -221,7 +234,7 @@ def run_modules(
                             m = LossMeasurement.from_json(event["measurement"])
                             text = worker.log_text(mark).strip()
                             if text:
-                                outcome.output[m.name] = text
+                                outcome.output[m.name] = collapse_repeats(text)
                             outcome.measurements.append(m)
                             done.add(m.name)
                             current, mark = None, worker.log_size()
@@ -238,7 +251,7 @@ def run_modules(
                             log.append(f"{job.path}: {text[-2000:]}")
                         break
                     if text:
-                        outcome.output[current] = text
+                        outcome.output[current] = collapse_repeats(text)
                     outcome.measurements.append(
                         _failed(job, current, f"{failure.reason} while probing", str(job.path), lines.get(current, 1))
                     )

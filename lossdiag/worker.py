@@ -50,6 +50,16 @@ def describe_import_error(exc: BaseException) -> str:
     return probe.describe_exception(exc) + (f"; {hint}" if hint else "")
 
 
+def _is_library(module: Any) -> bool:
+    """A built-in module, or one from the standard library or site-packages (not the user's)."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        return True
+    resolved = Path(file).resolve()
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return any(resolved.is_relative_to(prefix) for prefix in prefixes) or "site-packages" in resolved.parts
+
+
 def import_user_module(name: str, path: Path, root: Path) -> Any:
     """Import `path` under `name` with its folder (and the working directory) on sys.path."""
     for entry in (str(Path.cwd()), str(root)):
@@ -58,6 +68,10 @@ def import_user_module(name: str, path: Path, root: Path) -> Any:
     old = sys.modules.get(name)
     if old is not None and Path(getattr(old, "__file__", "") or "").resolve() == path.resolve():
         return old
+    if old is not None and _is_library(old):
+        # A user file named like a module TensorFlow or Python already use (json.py, random.py):
+        # replacing that module would break them, so the user's file gets a private name.
+        name = f"_lossdiag_user_{name}"
     sys.modules.pop(name, None)
     if "." in name:
         module = importlib.import_module(name)

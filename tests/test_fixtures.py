@@ -13,8 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
-# Keras-2 code needs --legacy-keras: it has its own test in test_legacy.py.
-LEGACY = {"keras2_losses.py"}
+# The shared run takes the top-level fixtures; the slow robustness folder (hangs, crashes, memory
+# blow-ups) is covered by test_robustness.py with short limits, and as is by the whole-folder run.
 MARKER = re.compile(r"#\s*expect:\s*(?P<codes>[\w ,]+)$")
 DEFINED = re.compile(r"^\s*(?:def|class)\s+(?P<def>\w+)|^(?P<assign>\w+)\s*(?::[^=]+)?=")
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.tf
 def markers(path: Path) -> dict[str, set[str]]:
     """{loss name: expected codes} from `# expect: LD101, LD201` / `# expect: pass` comments."""
     out: dict[str, set[str]] = {}
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode("utf-8", "replace").splitlines():
         found = MARKER.search(line)
         if not found:
             continue
@@ -36,7 +36,7 @@ def markers(path: Path) -> dict[str, set[str]]:
 
 
 def fixture_files() -> list[Path]:
-    return sorted(p for p in FIXTURES.glob("*.py") if p.name not in LEGACY and markers(p))
+    return sorted(p for p in FIXTURES.glob("*.py") if markers(p))
 
 
 def run_json(*args: str) -> dict:
@@ -135,3 +135,20 @@ def test_seed_finding_points_at_the_sum_and_relates_the_slices(report, fixture):
     assert related == {i + 1 for i, line in enumerate(lines) if "[:, 1]" in line and i + 1 > loss2["line"]
                        and i + 1 < loss2["line"] + 4}
     assert "1:2]" in finding["hint"]
+
+
+@pytest.mark.slow
+def test_check_whole_fixtures_folder_gives_every_marker():
+    """Issue 4: `lossdiag check fixtures/` with no option, and each fixture gets exactly its codes."""
+    data = run_json("fixtures/")
+    for path in sorted(FIXTURES.rglob("*.py")):
+        expected = markers(path)
+        rel = path.relative_to(ROOT).as_posix()
+        results = {r["name"]: r for r in data["results"] if r["file"] == rel}
+        errors = {e["code"] for e in data["errors"] if e["file"] == rel}
+        assert errors == expected.pop("<module>", set()), rel
+        assert set(results) == set(expected), rel
+        for name, codes in expected.items():
+            got = {f["code"] for f in results[name]["findings"] if not f["suppressed"]}
+            want = set() if codes in ({"pass"}, {"skipped"}) else codes
+            assert got == want, (rel, name, [f["message"] for f in results[name]["findings"]])

@@ -383,3 +383,18 @@ def test_no_run_prints_a_traceback_or_an_internal_error(runs, name):
     assert "internal error" not in run.err
     if "json" in run.args:
         json.loads(run.out)
+
+
+@pytest.mark.tf
+def test_a_user_file_named_like_a_stdlib_module_is_checked_and_breaks_nothing(tmp_path):
+    """json.py in the working directory must not replace the json module Keras itself imports."""
+    (tmp_path / "json.py").write_text(
+        "from keras import ops\n\n\ndef per_sample_mse(y_true, y_pred):\n"
+        "    print('called')\n    return ops.mean(ops.square(y_true - y_pred), axis=-1)\n"
+    )
+    rc, out, err = run_cli(["check", "json.py", "-v"], cwd=tmp_path)
+    assert rc == 0, (out, err)
+    assert "1 loss in 1 file: 1 pass" in out
+    # the print runs once per probe call; -v shows it once, with its count
+    printed = [line for line in err.splitlines() if line.startswith("called")]
+    assert len(printed) == 1 and "(×" in printed[0]

@@ -138,19 +138,19 @@ def _finding(r: LossResult, f: Finding, color: bool) -> Group:
     head.append(f"{f.code} {rule.name}", style=_code_style(f.code))
     head.append(f" ({f.severity}) in ")
     head.append(r.name, style="bold")
-    parts: list = [head, Padding(Text(f"{f.file}:{f.line}: {f.message}"), (0, 0, 0, 2))]
+    parts: list = [head, Padding(Text(f"{f.file}:{f.line}: {f.message}"), (0, 0, 0, 2), expand=False)]
     snippet = _source(f.file, f.line, color)
     if snippet is not None:
         parts.append(snippet)
     for rel in f.related:
-        parts.append(Padding(Text(f"{rel.file}:{rel.line}: {rel.message}", style="dim"), (0, 0, 0, 2)))
+        parts.append(Padding(Text(f"{rel.file}:{rel.line}: {rel.message}", style="dim"), (0, 0, 0, 2), expand=False))
         snippet = _source(rel.file, rel.line, color)
         if snippet is not None:
             parts.append(snippet)
     if f.hint:
         fix = Text("fix: ", style="bold")
         fix.append(f.hint)
-        parts.append(Padding(fix, (0, 0, 0, 2)))
+        parts.append(Padding(fix, (0, 0, 0, 2), expand=False))
     return Group(*parts)
 
 
@@ -189,6 +189,7 @@ def render(report: Report, *, color: bool = False, width: int = 80) -> str:
         trial.print(_table(report, width))
         if _intact(trial.file.getvalue(), report):
             console.print(_table(report, width))
+            console.print()
         else:  # too narrow for the table without cutting a name: one block per loss
             for r in report.results:
                 console.print(_stacked(r))
