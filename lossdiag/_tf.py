@@ -7,7 +7,6 @@ import importlib.abc
 import importlib.util
 import os
 import sys
-import tempfile
 import warnings
 from types import ModuleType
 from typing import Any
@@ -30,21 +29,18 @@ def prepare_environment() -> None:
         os.environ.setdefault(key, value)
 
 
-def _quiet_import(name: str) -> tuple[ModuleType, str]:
+def _quiet_import(name: str) -> ModuleType:
     """Import a module with file descriptor 2 redirected: TF's C++ logging ignores the env vars."""
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as sink:
+    with open(os.devnull, "wb") as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            module = importlib.import_module(name)
+            return importlib.import_module(name)
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-        sink.seek(0)
-        captured = sink.read().decode("utf-8", "replace")
-    return module, captured
 
 
 def load(legacy: bool = False) -> tuple[ModuleType, ModuleType]:
@@ -57,10 +53,8 @@ def load(legacy: bool = False) -> tuple[ModuleType, ModuleType]:
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tf, log = _quiet_import("tensorflow")
-        _state["import_log"] = _state.get("import_log", "") + log
-        keras_module, log = _quiet_import("tf_keras" if legacy else "keras")
-        _state["import_log"] += log
+        tf = _quiet_import("tensorflow")
+        keras_module = _quiet_import("tf_keras" if legacy else "keras")
     tf.get_logger().setLevel("ERROR")
     tf.autograph.set_verbosity(0)
     try:
@@ -72,11 +66,6 @@ def load(legacy: bool = False) -> tuple[ModuleType, ModuleType]:
     _state["tf"] = tf
     _state[key] = keras_module
     return tf, keras_module
-
-
-def import_log() -> str:
-    """What TensorFlow wrote to stderr while importing (shown under -v)."""
-    return _state.get("import_log", "")
 
 
 def loss_wrapper(fn: Any, legacy: bool = False) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 Shape = tuple[int, ...]
@@ -84,7 +84,6 @@ class LossMeasurement:
     error: str | None = None  # the loss could not be built or run at all (LD002)
     skipped: str | None = None  # not probed on purpose, and why
     hint: str = ""  # e.g. the Keras-2 backend advice for an LD002
-    output: str = field(default="", compare=False)  # what the loss printed, shown under -v
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

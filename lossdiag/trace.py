@@ -20,7 +20,7 @@ from typing import Any
 
 from lossdiag.measurement import Trace, TraceEvent
 
-__all__ = ["trace_loss", "primary_event"]
+__all__ = ["trace_loss"]
 
 # ops that only compute shapes or do bookkeeping: never an event
 _IGNORED_OPS = frozenset(
@@ -405,11 +405,6 @@ def _hint(tf: Any, found: dict[str, _Info], setups: Sequence[_Info], broadcast_s
 
 # --------------------------------------------------------------------------------------------
 # the walk
-
-
-def primary_event(trace: Trace) -> TraceEvent | None:
-    """The event a finding should point at: the first op that broadcast, merged or lost the batch axis."""
-    return next((e for e in trace.events if e.kind in ("broadcast", "merged", "reduced")), None)
 
 
 def _graph(tf: Any, raw_call: Callable[..., Any], make_inputs: Callable[[int], Any], b: int) -> Any:

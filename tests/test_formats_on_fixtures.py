@@ -8,7 +8,6 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import run_cli
-from test_report_sarif import validator  # noqa: F401 - the schema validator fixture
 
 pytestmark = pytest.mark.tf
 TARGETS = ["fixtures/seed_losses.py", "fixtures/batch_axis.py", "fixtures/numerics.py"]
@@ -29,9 +28,9 @@ def _findings(outputs) -> list[tuple[str, int, str]]:
     return [(f["file"], f["line"], f["code"]) for r in data["results"] for f in r["findings"] if not f["suppressed"]]
 
 
-def test_sarif_is_schema_valid_and_has_every_finding(outputs, validator):  # noqa: F811
+def test_sarif_is_schema_valid_and_has_every_finding(outputs, sarif_validator):
     log = json.loads(outputs["sarif"])
-    errors = sorted(validator.iter_errors(log), key=str)
+    errors = sorted(sarif_validator.iter_errors(log), key=str)
     assert not errors, errors[:3]
     results = log["runs"][0]["results"]
     got = sorted(
