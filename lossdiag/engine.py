@@ -36,16 +36,17 @@ def is_selected(code: str, select: tuple[str, ...], ignore: tuple[str, ...]) -> 
     return ignored is None or (selected is not None and selected > ignored)
 
 
-def _probe_overrides(options: Options, cwd: Path) -> dict[Path, dict[str, str]]:
-    """`--probe` keys are a loss name (any file) or FILE::NAME; resolve the files once."""
-    per_file: dict[Path, dict[str, str]] = {}
+def _probe_overrides(options: Options, cwd: Path) -> tuple[dict[str, str], dict[Path, dict[str, str]]]:
+    """`--probe` keys are a loss name (in any file) or FILE::NAME: split them once."""
+    by_name: dict[str, str] = {}
+    by_file: dict[Path, dict[str, str]] = {}
     for key, spec in options.probes.items():
         file, sep, name = key.rpartition("::")
         if sep:
-            per_file.setdefault((cwd / file).resolve(), {})[name] = spec
+            by_file.setdefault((cwd / file).resolve(), {})[name] = spec
         else:
-            per_file.setdefault(Path("*"), {})[name] = spec
-    return per_file
+            by_name[name] = spec
+    return by_name, by_file
 
 
 def _rel(path: str, cwd: Path) -> str:
@@ -101,7 +102,7 @@ def check(targets: list[str], options: Options, cwd: Path | None = None) -> Repo
     """Check every loss the targets name. Raises discover.TargetError for a target that does not exist."""
     cwd = (cwd or Path.cwd()).resolve()
     files = discover.resolve_targets(targets, cwd, options.exclude)
-    overrides = _probe_overrides(options, cwd)
+    probes_by_name, probes_by_file = _probe_overrides(options, cwd)
     errors: list[LoadError] = []
     without: list[str] = []
     jobs: list[ModuleJob] = []
@@ -116,9 +117,10 @@ def check(targets: list[str], options: Options, cwd: Path | None = None) -> Repo
         if not wanted and target.names is None:
             without.append(display)
             continue
-        probes = {**overrides.get(Path("*"), {}), **overrides.get(target.path.resolve(), {})}
+        probes = {**probes_by_name, **probes_by_file.get(target.path.resolve(), {})}
         names = None if target.names is None else sorted(target.names)
-        jobs.append(ModuleJob(target.path, scan.module, scan.sys_path_root, names, probes))
+        lines = {c.name: c.line for c in scan.candidates}
+        jobs.append(ModuleJob(target.path, scan.module, scan.sys_path_root, names, probes, lines))
 
     log: list[str] = []
     results: list[LossResult] = []

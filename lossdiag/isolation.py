@@ -31,6 +31,7 @@ class ModuleJob:
     root: Path
     names: list[str] | None = None
     probes: dict[str, str] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)  # where each candidate is defined
 
 
 @dataclass
@@ -184,23 +185,20 @@ def collapse_repeats(text: str, limit: int = 40) -> str:
     return "\n".join(lines)
 
 
-def _failed(job: ModuleJob, name: str, reason: str, file: str, line: int) -> LossMeasurement:
-    return LossMeasurement(name=name, kind="function", file=file, line=line, error=reason)
+def _failed(job: ModuleJob, name: str, reason: str) -> LossMeasurement:
+    """The measurement of a loss that took the worker down with it."""
+    return LossMeasurement(name=name, kind="function", file=str(job.path), line=job.lines.get(name, 1), error=reason)
 
 
 def run_modules(
     jobs: list[ModuleJob], options: dict[str, Any], timeout: float, max_memory_mb: int, log: list[str]
 ) -> dict[Path, ModuleOutcome]:
     """Check every module; a failing loss costs at most `timeout` and a restart of the worker."""
-    from lossdiag import discover
-
     outcomes: dict[Path, ModuleOutcome] = {}
     worker: Worker | None = None
     try:
         for job in jobs:
             outcome = outcomes.setdefault(job.path, ModuleOutcome())
-            wanted = None if job.names is None else frozenset(job.names)
-            lines = {c.name: c.line for c in discover.scan_file(job.path, wanted).candidates}
             done: set[str] = set()
             while True:
                 if worker is not None and worker.proc.poll() is not None:
@@ -253,7 +251,7 @@ def run_modules(
                     if text:
                         outcome.output[current] = collapse_repeats(text)
                     outcome.measurements.append(
-                        _failed(job, current, f"{failure.reason} while probing", str(job.path), lines.get(current, 1))
+                        _failed(job, current, f"{failure.reason} while probing")
                     )
                     done.add(current)
     finally:

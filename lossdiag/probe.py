@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -75,7 +76,8 @@ def make_batch(spec: ProbeSpec, batch_size: int, seed: int, salt: int = 0) -> tu
     """Seeded float32 `(y_true, y_pred)` for one layout; every sample is distinct."""
     import numpy as np
 
-    rng = np.random.default_rng([seed, salt, batch_size, *(hash_spec(spec),)])
+    # crc32, not hash(): string hashes change between processes, and the batches must not
+    rng = np.random.default_rng([seed, salt, batch_size, zlib.crc32(spec.text().encode())])
     t_shape, p_shape = spec.at(batch_size)
     classes = p_shape[-1]
     if spec.labels == "real":
@@ -115,11 +117,6 @@ def boundary_batch(spec: ProbeSpec, batch_size: int, seed: int) -> tuple[Any, An
 
 
 BOUNDARY_CASES = ("y_pred exactly equal to the 0/1 labels", "y_pred exactly opposite to the 0/1 labels (1 - y_true)")
-
-
-def hash_spec(spec: ProbeSpec) -> int:
-    text = spec.text()
-    return sum((i + 1) * ord(c) for i, c in enumerate(text)) % 100_003
 
 
 def _softmax(x: Any) -> Any:
