@@ -69,8 +69,7 @@ def _result(m: LossMeasurement, display: str, cwd: Path, options: Options) -> Lo
             return LossResult(rid, m.name, display, m.line, "skipped", note="not probed: " + rules.not_probed_message(m))
         finding = Finding(
             code, rules.RULES[code].severity, rules.not_probed_message(m), display, m.line,
-            hint=m.hint or "give the shapes it takes: --probe "
-            f"'{m.name}=y_true=B,...;y_pred=B,...;labels=binary' or [tool.lossdiag.probes]",
+            hint=rules.not_probed_hint(m),
             suppressed=suppress.is_suppressed(code, [def_place]),
         )
         status = "pass" if finding.suppressed else "error"

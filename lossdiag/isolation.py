@@ -254,6 +254,10 @@ def run_modules(
                         _failed(job, current, f"{failure.reason} while probing")
                     )
                     done.add(current)
+    except KeyboardInterrupt:
+        if worker is not None:
+            worker.kill()  # a busy worker would not notice its stdin closing
+        raise
     finally:
         if worker is not None:
             worker.close()

@@ -465,3 +465,22 @@ def not_probed_message(m: Any) -> str:
     parts = [f"{error} [{', '.join(layouts)}]" for error, layouts in list(groups.items())[:3]]
     more = f"; and {len(groups) - 3} other errors" if len(groups) > 3 else ""
     return f"every probe layout failed ({len(m.probes)} tried): " + "; ".join(parts) + more
+
+
+def not_probed_hint(m: Any) -> str:
+    """What to do about an LD002, by its cause."""
+    error = m.error or ""
+    if m.hint:
+        return m.hint
+    if error.startswith("timed out"):
+        return "if the loss is only slow, give it more time with --timeout (or timeout = ... in [tool.lossdiag])"
+    if error.startswith("used more than"):
+        return "if it really needs that much memory, raise --max-memory; otherwise look for a (B, B, ...) tensor"
+    if error.startswith(("the process crashed", "the process exited", "the loss called")):
+        return "the loss ended the process: call it on a small batch outside lossdiag to see why (-v shows what it printed)"
+    if error.startswith("building it raised"):
+        return "the factory or constructor needs other arguments: create the loss at module level and check that"
+    return (
+        f"give the shapes it takes: --probe '{m.name}=y_true=B,...;y_pred=B,...;labels=binary' "
+        "or [tool.lossdiag.probes]"
+    )

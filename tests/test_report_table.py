@@ -44,7 +44,8 @@ def test_names_codes_and_ratios_are_never_cut(tmp_path, width):
 
 def test_wide_terminal_gets_the_table_with_every_column(tmp_path):
     out = table.render(_report(tmp_path), width=120)
-    header = out.splitlines()[0]
+    title, header = out.splitlines()[:2]
+    assert title.strip().endswith("losses.py")  # each file's table is titled with its path
     for column in ("Loss", "Expected", "Actual", "Ratio", "Verdict"):
         assert column in header
 

@@ -9,6 +9,7 @@ together once per module and the tests read their results.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -398,3 +399,33 @@ def test_a_user_file_named_like_a_stdlib_module_is_checked_and_breaks_nothing(tm
     # the print runs once per probe call; -v shows it once, with its count
     printed = [line for line in err.splitlines() if line.startswith("called")]
     assert len(printed) == 1 and "(×" in printed[0]
+
+
+@pytest.mark.tf
+def test_ctrl_c_exits_130_and_leaves_no_worker_behind():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lossdiag", "check", f"{ROB}/hangs.py"], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the worker is busy with the hanging loss
+        found = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "lossdiag.worker"], capture_output=True, text=True)
+        if found.stdout.strip():
+            break
+        time.sleep(0.2)
+    worker = found.stdout.split()
+    assert worker, "the worker never started"
+    time.sleep(5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "Traceback" not in err.decode()
+    time.sleep(0.5)
+    assert not any(os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+                   for pid in worker)

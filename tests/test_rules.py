@@ -137,3 +137,15 @@ def test_every_rule_example_is_flagged_and_its_fix_passes(tmp_path):
     assert [e["code"] for e in data["errors"] if e["file"] == "example_ld001.py"] == ["LD001"]
     assert "fixed_ld001.py" in by_file and by_file["fixed_ld001.py"] == set()
     assert by_file["example_ld002.py"] == {"LD002"}
+
+
+@pytest.mark.parametrize("error, words", [
+    ("timed out after 10 s while probing", "--timeout"),
+    ("used more than 4096 MiB of memory while probing", "--max-memory"),
+    ("the process crashed (SIGSEGV) while probing", "ended the process"),
+    ("building it raised TypeError: x", "module level"),
+    (None, "--probe"),
+])
+def test_not_probed_hint_follows_the_cause(error, words):
+    m = LossMeasurement("focal", "function", "f.py", 1, error=error)
+    assert words in rules.not_probed_hint(m)

@@ -66,31 +66,34 @@ def _verdict(r: LossResult, sep: str = "\n") -> Text:
     return text
 
 
-def _table(report: Report, width: int) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+def _tables(report: Report, width: int) -> list[Table]:
+    """One table per file, titled with its path; the columns line up from one table to the next."""
     name_width = max(len(r.name) for r in report.results + (LossResult("", "Loss", "", 0, "pass"),))
     numbers = [(_num(r.expected), _num(r.actual), _ratio(r.ratio)) for r in report.results]
-    fixed = sum(max(len(h), *(len(n[i]) for n in numbers)) for i, h in enumerate(("Expected", "Actual", "Ratio")))
+    widths = [max(len(h), *(len(n[i]) for n in numbers)) for i, h in enumerate(("Expected", "Actual", "Ratio"))]
     verdict = max([7, *(len(c) for r in report.results for c in _codes(r))])
     # Names, numbers and codes are never cut: the probe column takes what is left and wraps.
-    probe_width = max(8, width - name_width - fixed - verdict - 3 * 5)  # 5 gaps: pad, rule, pad
-    table.add_column("Loss", overflow="fold", min_width=name_width)
-    table.add_column("Probe → out", overflow="fold", max_width=probe_width)
-    table.add_column("Expected", justify="right", no_wrap=True)
-    table.add_column("Actual", justify="right", no_wrap=True)
-    table.add_column("Ratio", justify="right", no_wrap=True)
-    table.add_column("Verdict", no_wrap=True)
-    current = None
-    for r in report.results:
-        if r.file != current:
-            current = r.file
-            table.add_row(Text(r.file, style="bold dim"), end_section=False)
-        name = Text(r.name, style="bold")
-        name.append(f"\n  line {r.line}", style="dim")
-        cell = Text(_probe(r) + "\n→ ")
-        cell.append_text(_output(r))
-        table.add_row(name, cell, _num(r.expected), _num(r.actual), _ratio(r.ratio), _verdict(r))
-    return table
+    probe_natural = max(max(len(_probe(r)), len(_output(r).plain) + 2) for r in report.results)
+    probe_width = max(8, min(probe_natural, width - name_width - sum(widths) - verdict - 3 * 5))  # 5 gaps
+    tables = []
+    for file in dict.fromkeys(r.file for r in report.results):
+        table = Table(
+            box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+            title=Text(file, style="bold"), title_justify="left",
+        )
+        table.add_column("Loss", width=name_width, overflow="fold")
+        table.add_column("Probe → out", width=probe_width, overflow="fold")
+        for header, w in zip(("Expected", "Actual", "Ratio"), widths):
+            table.add_column(header, width=w, justify="right", no_wrap=True)
+        table.add_column("Verdict", width=verdict, no_wrap=True)
+        for r in (r for r in report.results if r.file == file):
+            name = Text(r.name, style="bold")
+            name.append(f"\n  line {r.line}", style="dim")
+            cell = Text(_probe(r) + "\n→ ")
+            cell.append_text(_output(r))
+            table.add_row(name, cell, _num(r.expected), _num(r.actual), _ratio(r.ratio), _verdict(r))
+        tables.append(table)
+    return tables
 
 
 def _intact(rendered: str, report: Report) -> bool:
@@ -186,10 +189,12 @@ def render(report: Report, *, color: bool = False, width: int = 80) -> str:
     )
     if report.results:
         trial = Console(file=io.StringIO(), width=width, color_system=None, highlight=False, emoji=False)
-        trial.print(_table(report, width))
+        for table in _tables(report, width):
+            trial.print(table)
         if _intact(trial.file.getvalue(), report):
-            console.print(_table(report, width))
-            console.print()
+            for table in _tables(report, width):
+                console.print(table)
+                console.print()
         else:  # too narrow for the table without cutting a name: one block per loss
             for r in report.results:
                 console.print(_stacked(r))
