@@ -122,7 +122,8 @@ _CATALOGUE = (
         summary="one sample's loss changes when another sample changes",
         what="Reports a loss whose output keeps one value per sample, but where changing one "
         "sample moves the values of the others: a batch statistic (mean, max, normalisation) "
-        "was mixed into the per-sample values.",
+        "was mixed into the per-sample values. Also a loss whose per-sample values depend on the "
+        "batch size, such as a division by the batch size, which Keras then repeats.",
         why="The loss of a sample then depends on which samples share its batch, so results "
         "change with the batch size and shuffling. Some losses do this on purpose (triplet or "
         "contrastive losses): suppress it there with `# lossdiag: ignore[LD105]`.",
@@ -361,6 +362,14 @@ def describe(code: str, ev: dict[str, Any], m: Any, probe: Any) -> tuple[str, st
             f"{at}: {what}: broadcasting paired every sample with every other.{magnitude}",
             "give both operands the same shape before combining them: (B, 1) with (B, 1), or (B,) with (B,)",
         )
+    if code == "LD105" and "ratio" in ev:
+        return (
+            f"{at}, one value per sample, but a sample's value depends on the batch: alone, samples "
+            f"report {_fmt_num(m.expected)} on average; in a batch of {b}, Keras reports "
+            f"{_fmt_num(m.actual)} ({ev['ratio']:#.3g}×).",
+            "do not divide by the batch size (or any batch statistic) inside the loss: Keras already "
+            "averages the per-sample values over the batch",
+        )
     if code == "LD105":
         src = " and ".join(f"sample {j}" for j in ev.get("from", ()))
         return (
@@ -422,6 +431,15 @@ def findings_for(m: Any) -> list[tuple[str, str, str, int, str, tuple[tuple[str,
                     continue
                 batch_code_seen = True
             seen.setdefault(code, (ev, probe))
+    # A per-sample output whose batch mean differs from the mean of the samples alone depends on
+    # the batch: typically a manual division by the batch size, which Keras then divides again.
+    if m.chosen is not None and not seen.keys() & set(BATCH_AXIS_CODES):
+        probe = m.probes[m.chosen]
+        axes, _, same_rank = batch_axes(probe.shapes)
+        if same_rank and len(axes) == 1 and m.expected and m.actual is not None:
+            ratio = m.actual / m.expected
+            if abs(ratio - 1.0) > 1e-3:
+                seen["LD105"] = ({"shapes": probe.shapes, "ratio": ratio}, probe)
     # NaN at the boundary and a missing gradient are properties of the loss, not of one layout:
     # they must show on every relevant layout that measured them. A categorical loss is constant
     # over one class, and all-zero multi-label rows are not a softmax's output.
