@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from lossdiag.measurement import LossMeasurement, ProbeMeasurement, ProbeSpec
-from lossdiag.rules import PROBABILITY_LABELS, batch_axes
+from lossdiag.rules import PROBABILITY_LABELS, accepted, batch_axes
 
 # The default ladder, in the order a loss is tried. 2-D widths first (a loss that slices
 # `y[:, 1]` needs d >= 2), then images, then class labels, then regression targets.
@@ -325,11 +325,11 @@ def measure_loss(
             dense.append(ProbeMeasurement(spec, error="not measured: two layouts of this kind were enough"))
             continue
         dense.append(measure_probe(runner, spec, batch_size, seed))
-        if dense[-1].error is None:
+        if accepted(dense[-1]):
             measured[family] = measured.get(family, 0) + 1
     # Sparse layouts only decide for a loss that runs on no dense layout or says `sparse` in its name
     # (rules.relevant); measuring them for the others would cost time and change nothing.
-    skip_sparse = "sparse" not in base.name.lower() and any(p is not None and p.error is None for p in dense)
+    skip_sparse = "sparse" not in base.name.lower() and any(p is not None and accepted(p) for p in dense)
     probes = tuple(
         p if p is not None
         else ProbeMeasurement(spec, error="not measured: the loss runs on dense layouts")
