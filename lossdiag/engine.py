@@ -21,10 +21,14 @@ class Options:
     ignore: tuple[str, ...] = ()
     probes: dict[str, str] = field(default_factory=dict)
     timeout: float = 10.0
-    legacy_keras: bool = False
+    legacy_keras: bool | None = None  # None: decide per module from its source (auto)
     max_memory_mb: int = 4096
     exclude: tuple[str, ...] = ()
     trace: bool = True
+    full_import: bool = False  # import training scripts whole instead of their definitions only
+    jobs: int = 1  # worker processes
+    cache: bool = True
+    cache_dir: str | None = None
 
 
 def is_selected(code: str, select: tuple[str, ...], ignore: tuple[str, ...]) -> bool:
@@ -125,7 +129,7 @@ def check(targets: list[str], options: Options, cwd: Path | None = None) -> Repo
     results: list[LossResult] = []
     if jobs:
         worker_options = {
-            "legacy": options.legacy_keras, "batch_size": options.batch_size, "seed": options.seed,
+            "legacy": bool(options.legacy_keras), "batch_size": options.batch_size, "seed": options.seed,
             "trace": options.trace,
         }
         outcomes = run_modules(jobs, worker_options, options.timeout, options.max_memory_mb, log)

@@ -39,6 +39,7 @@ class Probe:
     y_true: tuple[int, ...]
     y_pred: tuple[int, ...]
     labels: str
+    source: str = "inferred"  # given (--probe) | config ([tool.lossdiag.probes]) | inferred
 
     def describe(self) -> str:
         def fmt(shape: tuple[int, ...]) -> str:
@@ -65,6 +66,9 @@ class LossResult:
     ratio: float | None = None
     findings: tuple[Finding, ...] = ()
     note: str = ""  # why a loss was skipped, or what -v should say about it
+    kind: str = "loss"  # loss | metric
+    keras: str = ""  # which Keras ran it: "3.15.1" or "tf_keras 2.21.0"
+    outputs: tuple[str, ...] = ()  # the model outputs a compile(loss={...}) call uses it for
 
     @property
     def active_findings(self) -> tuple[Finding, ...]:
@@ -92,6 +96,7 @@ class Report:
     files_without_losses: tuple[str, ...] = ()
     batch_size: int = 32
     seed: int = 0
+    cached: int = 0  # losses whose results came from the cache
     log: tuple[str, ...] = field(default=(), compare=False)  # -v details: captured output, trace failures
 
     def summary(self) -> dict[str, int]:
