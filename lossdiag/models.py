@@ -65,6 +65,9 @@ class LossResult:
     actual: float | None = None
     ratio: float | None = None
     findings: tuple[Finding, ...] = ()
+    # why `expected`/`ratio` are n/a though the loss ran, in a word or two (e.g. "batch statistic":
+    # a sample alone has no value, so a per-sample mean means nothing)
+    na_reason: str = ""
     note: str = ""  # why a loss was skipped, or what -v should say about it
     kind: str = "loss"  # loss | metric
     keras: str = ""  # which Keras ran it: "3.15.1" or "tf_keras 2.21.0"
