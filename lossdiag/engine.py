@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lossdiag import discover, rules, suppress
+from lossdiag.rules import text
 from lossdiag.isolation import ModuleJob, run_modules
 from lossdiag.measurement import LossMeasurement
 from lossdiag.models import Finding, LoadError, Location, LossResult, Probe, Report
@@ -57,46 +58,55 @@ def _rel(path: str, cwd: Path) -> str:
     return discover.display_path(Path(path), cwd)
 
 
+def _probe(m: LossMeasurement) -> Probe | None:
+    if m.layout is None:
+        return None
+    t_shape, p_shape = m.layout.spec.at(m.batch_size)
+    source = m.layout.origin if m.layout.origin in ("given", "config") else "inferred"
+    return Probe(m.batch_size, t_shape, p_shape, m.layout.spec.labels, source)
+
+
+def _unprobed(m: LossMeasurement, rid: str, display: str, options: Options) -> LossResult:
+    """A loss that could not be measured: LD004 when lossdiag failed, LD002 when the loss ran on nothing."""
+    code = "LD004" if m.internal_error else "LD002"
+    message = rules.not_probed.internal_message(m) if m.internal_error else rules.not_probed.message(m)
+    hint = rules.not_probed.INTERNAL_HINT if m.internal_error else rules.not_probed.hint(m)
+    if not is_selected(code, options.select, options.ignore):
+        return LossResult(rid, m.name, display, m.line, "skipped", note="not probed: " + message)
+    finding = Finding(
+        code, rules.RULES[code].severity, message, display, m.line, hint=hint,
+        suppressed=suppress.is_suppressed(code, [(m.file, m.line)]),
+    )
+    status = "pass" if finding.suppressed else "error"
+    return LossResult(rid, m.name, display, m.line, status, findings=(finding,))
+
+
+def _finding(d: rules.Detection, m: LossMeasurement, cwd: Path) -> Finding:
+    place = rules.locate(d, m)
+    message = d.message + (f" {text.sentence(place.extra)}" if place.extra else "")
+    return Finding(
+        d.code, rules.RULES[d.code].severity, message, _rel(place.file, cwd), place.line,
+        (place.hint or d.hint) + rules.pin(m),
+        tuple(Location(_rel(f, cwd), ln, msg) for f, ln, msg in place.related),
+        suppressed=suppress.is_suppressed(d.code, [(m.file, m.line), (place.file, place.line)]),
+    )
+
+
 def _result(m: LossMeasurement, display: str, cwd: Path, options: Options) -> LossResult:
     rid = f"{display}::{m.name}"
-    def_place = (m.file, m.line)
     if m.skipped:
         return LossResult(rid, m.name, display, m.line, "skipped", note=m.skipped)
-    chosen = m.probes[m.chosen] if m.chosen is not None else None
-    probe = None
-    if chosen is not None:
-        t_shape, p_shape = chosen.spec.at(m.batch_size)
-        probe = Probe(m.batch_size, t_shape, p_shape, chosen.spec.labels)
-    if chosen is None:
-        code = "LD002"
-        if not is_selected(code, options.select, options.ignore):
-            return LossResult(rid, m.name, display, m.line, "skipped", note="not probed: " + rules.not_probed_message(m))
-        finding = Finding(
-            code, rules.RULES[code].severity, rules.not_probed_message(m), display, m.line,
-            hint=rules.not_probed_hint(m),
-            suppressed=suppress.is_suppressed(code, [def_place]),
-        )
-        status = "pass" if finding.suppressed else "error"
-        return LossResult(rid, m.name, display, m.line, status, findings=(finding,))
-    findings = []
-    for code, message, file, line, hint, related in rules.findings_for(m):
-        if not is_selected(code, options.select, options.ignore):
-            continue
-        findings.append(
-            Finding(
-                code, rules.RULES[code].severity, message, _rel(file, cwd), line, hint,
-                tuple(Location(_rel(f, cwd), ln, msg) for f, ln, msg in related),
-                suppressed=suppress.is_suppressed(code, [def_place, (file, line)]),
-            )
-        )
+    if m.layout is None or m.internal_error:
+        return _unprobed(m, rid, display, options)
+    findings = [
+        _finding(d, m, cwd) for d in rules.detect(m) if is_selected(d.code, options.select, options.ignore)
+    ]
     severities = {f.severity for f in findings if not f.suppressed}
     status = "fail" if "error" in severities else "warn" if "warning" in severities else "pass"
-    ratio = None
-    if m.expected and m.actual is not None:
-        ratio = m.actual / m.expected
+    expected, actual, ratio, na_reason = rules.magnitude(m)
     return LossResult(
-        rid, m.name, display, m.line, status, probe=probe, output_shape=m.output_shape,
-        expected=m.expected, actual=m.actual, ratio=ratio,
+        rid, m.name, display, m.line, status, probe=_probe(m), output_shape=m.layout.batch_shape,
+        expected=expected, actual=actual, ratio=ratio, na_reason=na_reason,
         findings=tuple(sorted(findings, key=lambda f: (f.code, f.file, f.line))),
     )
 

@@ -1,11 +1,17 @@
-"""What the probes measured on one loss, as plain data that crosses the worker boundary as JSON."""
+"""What the worker measured on one loss, as plain data that crosses the process boundary as JSON."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
 
 Shape = tuple[int, ...]
+Labels = Literal["binary", "probs", "onehot", "sparse", "real"]
+LABEL_KINDS: tuple[str, ...] = ("binary", "probs", "onehot", "sparse", "real")
+PROBABILITY_LABELS: tuple[str, ...] = ("binary", "probs", "onehot", "sparse")
+Gradient = Literal["ok", "none", "zero"]
+# where a layout came from: --probe, [tool.lossdiag.probes], the loss's source, its name, the default ladder
+Origin = Literal["given", "config", "source", "name", "ladder"]
 
 
 @dataclass(frozen=True)
@@ -14,7 +20,7 @@ class ProbeSpec:
 
     y_true: tuple[int | str, ...]
     y_pred: tuple[int | str, ...]
-    labels: str  # binary | probs | onehot | sparse | real
+    labels: str  # one of LABEL_KINDS
 
     def at(self, batch_size: int) -> tuple[Shape, Shape]:
         def sub(shape: tuple[int | str, ...]) -> Shape:
@@ -23,23 +29,72 @@ class ProbeSpec:
         return sub(self.y_true), sub(self.y_pred)
 
     def text(self) -> str:
+        """The layout in `--probe` syntax, ready to paste."""
         return f"y_true={','.join(map(str, self.y_true))};y_pred={','.join(map(str, self.y_pred))};labels={self.labels}"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProbeSpec:
+        return cls(tuple(data["y_true"]), tuple(data["y_pred"]), data["labels"])
 
 
 @dataclass(frozen=True)
-class ProbeMeasurement:
-    """The loss on one probe layout. `error` is set when the layout was not accepted."""
+class Trial:
+    """One layout tried while looking for the one the loss was written for."""
 
     spec: ProbeSpec
-    error: str | None = None
-    # raw (unreduced) output shape at each batch size tried, as (batch_size, shape) pairs
-    shapes: tuple[tuple[int, Shape], ...] = ()
-    reported: float | None = None  # Keras-reported value for the batch
-    reported_doubled: float | None = None  # ... for the same batch repeated twice
-    coupled_from: tuple[int, ...] = ()  # perturbed samples that moved other samples' outputs
-    coupled_delta: float | None = None  # largest change seen in another sample's output
-    boundary: str | None = None  # how a prediction at exactly 0/1 made the output nonfinite
-    gradient: str | None = None  # "ok" | "none" | "zero" | None when not measured
+    origin: str  # an Origin
+    reason: str  # why it was proposed, e.g. "`y_pred[:, 0:128]` needs 128 columns"
+    error: str | None = None  # why it was not accepted; None when it was
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Trial:
+        return cls(ProbeSpec.from_json(data["spec"]), data["origin"], data["reason"], data["error"])
+
+
+@dataclass(frozen=True)
+class Coupling:
+    """Changing samples `changed` moved other samples' values by up to `delta`."""
+
+    changed: tuple[int, ...]
+    delta: float
+    via: str  # "targets" | "predictions" | "both": which input of the changed samples mattered
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The measurements on the intended layout, from which every verdict is drawn."""
+
+    spec: ProbeSpec
+    origin: str
+    reason: str
+    shapes: tuple[tuple[int, Shape], ...]  # raw output shape at each batch size tried
+    reported: float | None = None  # what Keras reports for the batch
+    growth: tuple[float, ...] = ()  # reported value for the half batch repeated 2 and 4 times, over it once
+    coupling: Coupling | None = None  # a sample's value moved when another sample changed
+    pairing_free: bool = False  # the value ignores which target goes with which prediction
+    cross_op: str = ""  # a (B,) x (B, 1) broadcast the graph shows, e.g. "(B,) - (B, 1) -> (B, B)"
+    boundary: str | None = None  # how predictions exactly at 0/1 made the output nonfinite
+    gradient: str | None = None  # a Gradient, or None when not measured
+    expected: float | None = None  # mean over samples of the Keras-reported value of each sample alone
+    alone_nonfinite: bool = False  # a sample alone gave NaN/inf: the loss needs a batch
+    reduction: str | None = None  # a Loss object's reduction when it is not Keras' default
+    via_call: bool = True  # False: the Loss overrides __call__, so its output is what Keras reports
+
+    @property
+    def batch_shape(self) -> Shape:
+        """The output shape at the largest batch size tried (the user's --batch-size)."""
+        return max(self.shapes)[1] if self.shapes else ()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Layout:
+        values = dict(data)
+        values["spec"] = ProbeSpec.from_json(data["spec"])
+        values["shapes"] = tuple((int(b), tuple(int(d) for d in s)) for b, s in data["shapes"])
+        values["growth"] = tuple(data["growth"])
+        values["coupling"] = None if data["coupling"] is None else Coupling(
+            tuple(data["coupling"]["changed"]), data["coupling"]["delta"], data["coupling"]["via"]
+        )
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -47,7 +102,7 @@ class TraceEvent:
     """An operation in the traced graph that changed what happens to the batch axis."""
 
     kind: str  # "reduced" | "broadcast" | "merged" | "setup"
-    op: str  # human description of the op, e.g. "Sum(axis=-1)" or "StridedSlice [:, 1]"
+    op: str  # human description of the op, e.g. "sum over axis -1" or "slice [:, 1]"
     file: str  # absolute path of the user's file, as recorded in the op's traceback
     line: int
     shapes: str = ""  # e.g. "(B, 2) -> (B,)"
@@ -65,55 +120,44 @@ class Trace:
     def first(self, kind: str) -> TraceEvent | None:
         return next((e for e in self.events if e.kind == kind), None)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Trace:
+        return cls(tuple(TraceEvent(**e) for e in data["events"]), data["hint"], data["error"])
+
 
 @dataclass(frozen=True)
 class LossMeasurement:
     """Everything the worker measured on one loss candidate."""
 
     name: str
-    kind: str  # function | class | instance | factory | partial
+    kind: str  # function | class | instance | factory | partial | assign | expr
     file: str  # absolute path where the loss is defined
     line: int
-    probes: tuple[ProbeMeasurement, ...] = ()
-    chosen: int | None = None  # index into probes of the most telling accepted probe
     batch_size: int = 32
-    expected: float | None = None
-    actual: float | None = None
-    output_shape: Shape | None = None
+    trials: tuple[Trial, ...] = ()
+    layout: Layout | None = None  # None: no layout was accepted (LD002), or not probed
     trace: Trace | None = None
     error: str | None = None  # the loss could not be built or run at all (LD002)
+    internal_error: str | None = None  # lossdiag's own code failed (LD004); the traceback for -v
     skipped: str | None = None  # not probed on purpose, and why
     hint: str = ""  # e.g. the Keras-2 backend advice for an LD002
+
+    @property
+    def expected(self) -> float | None:
+        return None if self.layout is None else self.layout.expected
+
+    @property
+    def actual(self) -> float | None:
+        return None if self.layout is None else self.layout.reported
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LossMeasurement:
-        def shape(s: Any) -> Shape:
-            return tuple(int(d) for d in s)
-
-        probes = tuple(
-            ProbeMeasurement(
-                spec=ProbeSpec(tuple(p["spec"]["y_true"]), tuple(p["spec"]["y_pred"]), p["spec"]["labels"]),
-                error=p["error"],
-                shapes=tuple((int(b), shape(s)) for b, s in p["shapes"]),
-                reported=p["reported"],
-                reported_doubled=p["reported_doubled"],
-                coupled_from=tuple(p["coupled_from"]),
-                coupled_delta=p["coupled_delta"],
-                boundary=p["boundary"],
-                gradient=p["gradient"],
-            )
-            for p in data["probes"]
-        )
-        trace = data.get("trace")
-        if trace is not None:
-            trace = Trace(
-                events=tuple(TraceEvent(**e) for e in trace["events"]),
-                hint=trace["hint"],
-                error=trace["error"],
-            )
-        fields = {k: v for k, v in data.items() if k not in ("probes", "trace", "output_shape")}
-        out = data.get("output_shape")
-        return cls(probes=probes, trace=trace, output_shape=None if out is None else shape(out), **fields)
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["trials"] = tuple(Trial.from_json(t) for t in data.get("trials", ()))
+        values["layout"] = None if data.get("layout") is None else Layout.from_json(data["layout"])
+        values["trace"] = None if data.get("trace") is None else Trace.from_json(data["trace"])
+        return cls(**values)

@@ -1,42 +1,43 @@
-"""Synthetic batches, and the measurements of one loss on them: shapes, magnitudes, perturbations."""
+"""Measure one loss: find the layout it was written for, then measure magnitudes, coupling, boundaries and gradients there."""
 
 from __future__ import annotations
 
 import math
 import re
-import zlib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from lossdiag.measurement import LossMeasurement, ProbeMeasurement, ProbeSpec
-from lossdiag.rules import PROBABILITY_LABELS, accepted, batch_axes
+import numpy as np
 
-# The default ladder, in the order a loss is tried. 2-D widths first (a loss that slices
-# `y[:, 1]` needs d >= 2), then images, then class labels, then regression targets.
-# Spatial size 16 (enough for an 11x11 SSIM window) and class count 4 differ from the extra batch
-# sizes below, so a dim that equals the batch size at every size tried can only be the batch axis.
-DEFAULT_LADDER: tuple[ProbeSpec, ...] = (
-    ProbeSpec(("B", 1), ("B", 1), "binary"),
-    ProbeSpec(("B", 2), ("B", 2), "binary"),
-    ProbeSpec(("B", 3), ("B", 3), "binary"),
-    ProbeSpec(("B", 4), ("B", 4), "binary"),
-    ProbeSpec(("B", 16, 16, 1), ("B", 16, 16, 1), "binary"),
-    ProbeSpec(("B", 16, 16, 3), ("B", 16, 16, 3), "onehot"),
-    ProbeSpec(("B", 1), ("B", 2), "real"),  # a distribution head: [mean, log-variance] for one target
-    ProbeSpec(("B",), ("B", 4), "sparse"),
-    ProbeSpec(("B", 1), ("B", 4), "sparse"),
-    ProbeSpec(("B", 4), ("B", 4), "onehot"),
-    ProbeSpec(("B", 1), ("B", 1), "real"),
-    ProbeSpec(("B", 3), ("B", 3), "real"),
+from lossdiag import batches, layouts
+from lossdiag.measurement import (
+    LABEL_KINDS,
+    PROBABILITY_LABELS,
+    Coupling,
+    Layout,
+    LossMeasurement,
+    ProbeSpec,
+    Trial,
 )
-# One more batch size beside --batch-size tells the batch axis apart from every other axis; 5 is
-# the fallback for when --batch-size is 7 or 7 fails.
-EXTRA_BATCH_SIZES = (7, 5)
-LABEL_KINDS = ("binary", "probs", "onehot", "sparse", "real")
+from lossdiag.runner import LossRunner, UserLossError, describe_exception, reduction_of
+
+__all__ = ["ProbeContext", "describe_exception", "keras2_hint", "measure_loss", "parse_spec"]
+
+MAX_TRIALS = 24  # layouts tried before a loss is reported as not probed
+PROBE_BYTES = 100 * 2**20  # no single tensor of a probe may need more than this
 
 
-class ProbeError(Exception):
-    """The loss did not produce a usable value on a probe."""
+@dataclass(frozen=True)
+class ProbeContext:
+    """How to probe: the batch, the seed, the Keras, a layout the user pinned, and the heartbeat."""
+
+    batch_size: int = 32
+    seed: int = 0
+    legacy: bool = False
+    pinned: ProbeSpec | None = None
+    pinned_origin: str = "given"  # "given" (--probe) | "config" ([tool.lossdiag.probes])
+    trace: bool = True
+    on_call: Callable[[], None] | None = None
 
 
 def parse_spec(text: str) -> ProbeSpec:
@@ -47,238 +48,248 @@ def parse_spec(text: str) -> ProbeSpec:
         if not sep or key.strip() not in ("y_true", "y_pred", "labels"):
             raise ValueError(f"expected y_true=...;y_pred=...;labels=..., got {item!r}")
         parts[key.strip()] = value.strip()
-
-    def shape(key: str) -> tuple[int | str, ...]:
-        dims: list[int | str] = []
-        for d in parts[key].split(","):
-            d = d.strip()
-            if d == "B":
-                dims.append("B")
-            elif d.isdigit() and int(d) > 0:
-                dims.append(int(d))
-            else:
-                raise ValueError(f"{key}: dimension {d!r} is neither B nor a positive integer")
-        if dims.count("B") != 1:
-            raise ValueError(f"{key}: the shape must contain the batch axis B exactly once")
-        return tuple(dims)
-
     if "y_pred" not in parts:
         raise ValueError("y_pred=... is required")
-    y_pred = shape("y_pred")
-    y_true = shape("y_true") if "y_true" in parts else y_pred
+    y_pred = _parse_shape("y_pred", parts["y_pred"])
+    y_true = _parse_shape("y_true", parts["y_true"]) if "y_true" in parts else y_pred
     labels = parts.get("labels", "binary")
     if labels not in LABEL_KINDS:
         raise ValueError(f"labels must be one of {', '.join(LABEL_KINDS)}, got {labels!r}")
+    if labels == "sparse" and len(y_pred) < 2:
+        raise ValueError("sparse labels need y_pred with a class axis, e.g. y_true=B;y_pred=B,10;labels=sparse")
     return ProbeSpec(y_true, y_pred, labels)
 
 
-def make_batch(spec: ProbeSpec, batch_size: int, seed: int, salt: int = 0) -> tuple[Any, Any]:
-    """Seeded float32 `(y_true, y_pred)` for one layout; every sample is distinct."""
-    import numpy as np
-
-    # crc32, not hash(): string hashes change between processes, and the batches must not
-    rng = np.random.default_rng([seed, salt, batch_size, zlib.crc32(spec.text().encode())])
-    t_shape, p_shape = spec.at(batch_size)
-    classes = p_shape[-1]
-    if spec.labels == "real":
-        y_true = rng.normal(size=t_shape)
-        y_pred = rng.normal(size=p_shape)
-    elif spec.labels == "sparse":
-        y_true = rng.integers(0, classes, size=t_shape)
-        y_pred = _softmax(rng.normal(size=p_shape))
-    elif spec.labels == "onehot":
-        ids = rng.integers(0, t_shape[-1], size=t_shape[:-1])
-        y_true = np.eye(t_shape[-1])[ids]
-        y_pred = _softmax(rng.normal(size=p_shape))
-    elif spec.labels == "probs":
-        y_true = rng.uniform(0.0, 1.0, size=t_shape)
-        y_pred = rng.uniform(0.05, 0.95, size=p_shape)
-    else:  # binary
-        y_true = rng.integers(0, 2, size=t_shape)
-        y_pred = rng.uniform(0.05, 0.95, size=p_shape)
-    return y_true.astype("float32"), y_pred.astype("float32")
+def _parse_shape(key: str, text: str) -> tuple[int | str, ...]:
+    dims: list[int | str] = []
+    for d in (part.strip() for part in text.split(",")):
+        if d == "B":
+            dims.append("B")
+        elif d.isdigit() and 0 < int(d) <= 100_000:
+            dims.append(int(d))
+        else:
+            raise ValueError(f"{key}: dimension {d!r} is neither B nor a positive integer")
+    if dims.count("B") != 1 or dims[0] != "B":
+        raise ValueError(f"{key}: the shape must start with the batch axis B, and have it once")
+    return tuple(dims)
 
 
-def boundary_batch(spec: ProbeSpec, batch_size: int, seed: int) -> tuple[Any, Any] | None:
-    """Predictions exactly at 0 and 1: even samples get the perfect prediction, odd ones its opposite."""
-    import numpy as np
-
-    y_true, y_pred = make_batch(spec, batch_size, seed)
-    if spec.labels == "sparse":
-        ids = y_true.reshape(y_true.shape[0]).astype(int)
-        perfect = np.eye(y_pred.shape[-1], dtype="float32")[ids]
-    elif y_true.shape == y_pred.shape:
-        perfect = np.round(y_true).astype("float32")
-    else:
-        return None
-    boundary = perfect.copy()
-    boundary[1::2] = 1.0 - perfect[1::2]
-    return y_true, boundary
+# ----------------------------------------------------------------------------------------------
+# finding the layout
 
 
-BOUNDARY_CASES = ("y_pred exactly equal to the 0/1 labels", "y_pred exactly opposite to the 0/1 labels (1 - y_true)")
+@dataclass(frozen=True)
+class _Accepted:
+    proposal: layouts.Proposal
+    batch: batches.Batch
+    out: Any
+    shapes: tuple[tuple[int, tuple[int, ...]], ...]
 
 
-def _softmax(x: Any) -> Any:
-    import numpy as np
-
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-class LossRunner:
-    """Calls one Keras `Loss` the way `model.fit` does: `call` for the raw values, `__call__` reported."""
-
-    def __init__(self, loss: Any, legacy: bool = False) -> None:
-        from lossdiag import _tf
-
-        self.loss = loss
-        self.tf, _ = _tf.load(legacy)
-
-    def _tensors(self, y_true: Any, y_pred: Any) -> tuple[Any, Any]:
-        tf = self.tf
-        return tf.constant(y_true, dtype=tf.float32), tf.constant(y_pred, dtype=tf.float32)
-
-    def raw(self, y_true: Any, y_pred: Any) -> Any:
-        """The loss's unreduced output as a float numpy array (raises ProbeError if unusable)."""
-        yt, yp = self._tensors(y_true, y_pred)
-        return self._to_numpy(self.loss.call(yt, yp))
-
-    def reported(self, y_true: Any, y_pred: Any) -> float:
-        """What Keras reports for this batch: the `Loss` object's own call and reduction."""
-        yt, yp = self._tensors(y_true, y_pred)
-        return self._scalar(self.loss(yt, yp))
-
-    def reported_and_gradient(self, y_true: Any, y_pred: Any) -> tuple[float, str]:
-        """The reported value, and whether its gradient with respect to y_pred is ok, None or zero."""
-        tf = self.tf
-        yt, yp = self._tensors(y_true, y_pred)
-        try:
-            with tf.GradientTape() as tape:
-                tape.watch(yp)
-                value = self.loss(yt, yp)
-            grad = tape.gradient(value, yp)
-        except Exception:  # no gradient registered for an op, e.g. a py_function
-            return self.reported(y_true, y_pred), "none"
-        if grad is None:
-            return self._scalar(value), "none"
-        return self._scalar(value), "ok" if (abs(grad.numpy()) > 0).any() else "zero"
-
-    def _scalar(self, value: Any) -> float:
-        array = self._to_numpy(value)
-        return float(array.reshape(-1)[0]) if array.size == 1 else float(array.mean())
-
-    def _to_numpy(self, value: Any) -> Any:
-        import numpy as np
-
-        tf = self.tf
-        if value is None:
-            raise ProbeError("returned None, not a tensor")
-        if isinstance(value, (str, bytes)):
-            raise ProbeError(f"returned a {type(value).__name__}, not a tensor")
-        if isinstance(value, (dict, tuple)) or (isinstance(value, list) and not value):
-            raise ProbeError(f"returned a {type(value).__name__}, not a tensor")
-        try:
-            tensor = tf.convert_to_tensor(value)
-        except (TypeError, ValueError) as exc:
-            raise ProbeError(f"returned {type(value).__name__}, which is not a tensor: {exc}") from None
-        if tensor.dtype == tf.string:
-            raise ProbeError("returned a string tensor")
-        if tensor.dtype.is_complex:
-            raise ProbeError(f"returned a {tensor.dtype.name} tensor, not a real number")
-        return np.asarray(tf.cast(tensor, tf.float64).numpy(), dtype="float64")
+def _close(a: Any, b: Any) -> bool:
+    if a.shape != b.shape:
+        return False
+    scale = float(np.abs(a).max()) if a.size else 0.0
+    return bool(np.allclose(a, b, rtol=1e-5, atol=1e-6 * max(scale, 1.0)))
 
 
-def measure_probe(runner: LossRunner, spec: ProbeSpec, batch_size: int, seed: int) -> ProbeMeasurement:
-    """All structural measurements of one loss on one layout; `error` says why it was not accepted."""
-    import numpy as np
+def _too_big(spec: ProbeSpec, batch_size: int) -> str | None:
+    """A layout whose own batches (at twice the batch size, for the growth probe) exceed the budget."""
+    t_shape, p_shape = spec.at(2 * batch_size)
+    size = 4 * (math.prod(t_shape) + math.prod(p_shape))
+    if size > PROBE_BYTES:
+        return f"the layout's batches alone need {size / 2**20:.0f} MB at batch size {2 * batch_size}"
+    return None
 
-    y_true, y_pred = make_batch(spec, batch_size, seed)
+
+def try_layout(runner: LossRunner, proposal: layouts.Proposal, ctx: ProbeContext) -> tuple[Trial, _Accepted | None]:
+    """Whether the loss runs on this layout, gives finite values and depends on y_pred."""
+    spec, size = proposal.spec, ctx.batch_size
+
+    def rejected(error: str) -> tuple[Trial, None]:
+        return Trial(spec, proposal.origin, proposal.reason, error), None
+
+    if (too_big := _too_big(spec, size)) is not None:
+        return rejected(too_big)
+    batch = batches.make(spec, size, ctx.seed)
     try:
-        out = runner.raw(y_true, y_pred)
-    except ProbeError as exc:
-        return ProbeMeasurement(spec, error=str(exc))
-    except Exception as exc:
-        return ProbeMeasurement(spec, error=describe_exception(exc))
-    if not np.isfinite(out).all():
-        return ProbeMeasurement(spec, error=f"NaN or inf on ordinary inputs (output shape {tuple(out.shape)})")
-    if out.size and not np.any(out):
-        # A width where the loss is identically zero (an empty slice) says nothing about it.
-        return ProbeMeasurement(spec, error=f"output is identically zero (shape {tuple(out.shape)})")
-
-    shapes = [(batch_size, tuple(out.shape))]
-    for b in EXTRA_BATCH_SIZES:
-        if b == batch_size:
-            continue
+        out = runner.raw(*batch)
+        if not np.isfinite(out).all():
+            return rejected(f"NaN or inf on ordinary inputs (output shape {tuple(out.shape)})")
+        moved = runner.raw(batch[0], batches.make(spec, size, ctx.seed, salt=2)[1])
+    except UserLossError as exc:
+        return rejected(str(exc))
+    if _close(out, moved):
+        return rejected(f"its output does not depend on y_pred here (shape {tuple(out.shape)})")
+    shapes = [(size, tuple(out.shape))]
+    for other in batches.second_batch_size(spec, size):
         try:
-            shapes.append((b, tuple(runner.raw(*make_batch(spec, b, seed)).shape)))
+            shapes.append((other, tuple(runner.raw(*batches.make(spec, other, ctx.seed)).shape)))
             break
-        except Exception:
+        except UserLossError:
             continue
-    shapes_t = tuple(sorted(shapes))
+    trial = Trial(spec, proposal.origin, proposal.reason)
+    return trial, _Accepted(proposal, batch, out, tuple(sorted(shapes)))
+
+
+def find_layout(
+    runner: LossRunner, proposals: list[layouts.Proposal], ctx: ProbeContext
+) -> tuple[tuple[Trial, ...], _Accepted | None]:
+    """The first proposal the loss runs on and depends on; every trial, for the report."""
+    trials: list[Trial] = []
+    for proposal in proposals[:MAX_TRIALS]:
+        trial, accepted = try_layout(runner, proposal, ctx)
+        trials.append(trial)
+        if accepted is not None:
+            return tuple(trials), accepted
+    return tuple(trials), None
+
+
+# ----------------------------------------------------------------------------------------------
+# measuring it
+
+
+def batch_axes(shapes: tuple[tuple[int, tuple[int, ...]], ...]) -> list[int]:
+    """Axes equal to the batch size at every batch size tried."""
+    ranks = {len(s) for _, s in shapes}
+    if len(ranks) != 1:
+        return []
+    rank = ranks.pop()
+    return [i for i in range(rank) if all(s[i] == b for b, s in shapes)]
+
+
+def _growth(runner: LossRunner, batch: batches.Batch, size: int) -> tuple[float, ...]:
+    """The reported value for the half batch repeated twice and four times, over its value once."""
+    half = batches.head(batch, max(2, size // 2))
+    once = runner.reported(*half)
+    if not once or not math.isfinite(once):
+        return ()
+    out = tuple(runner.reported(*batches.repeat(half, k)) / once for k in (2, 4))
+    return out if all(math.isfinite(g) for g in out) else ()
+
+
+def _coupling(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> Coupling | None:
+    """Replace the first and last samples; no other sample's value may move."""
+    axes = batch_axes(acc.shapes)
+    size = ctx.batch_size
+    if len(axes) != 1 or size < 3:
+        return None
+    axis, ends = axes[0], [0, size - 1]
+    other = batches.make(acc.proposal.spec, size, ctx.seed, salt=1)
+
+    def moved(which: str) -> float:
+        try:
+            out = runner.raw(*batches.replace_samples(acc.batch, other, ends, which))
+        except UserLossError:
+            return 0.0
+        if out.shape != acc.out.shape:
+            return 0.0
+        diff = np.abs(np.delete(out, ends, axis=axis) - np.delete(acc.out, ends, axis=axis))
+        limit = 1e-6 + 1e-4 * float(np.abs(acc.out).max())
+        return float(diff.max()) if diff.size and float(diff.max()) > limit else 0.0
+
+    delta = moved("both")
+    if not delta:
+        return None
+    via = [w for w in ("targets", "predictions") if moved(w)]
+    return Coupling(tuple(ends), delta, via[0] if len(via) == 1 else "both")
+
+
+def _pairing_free(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> bool:
+    """The value stays when targets (or predictions) are handed to other samples, though it follows them:
+    every prediction was compared with every target."""
+    y_true, y_pred = acc.batch
+    other = batches.make(acc.proposal.spec, ctx.batch_size, ctx.seed, salt=3)
+    for rolled, changed in (
+        ((batches.roll(y_true), y_pred), (other[0], y_pred)),
+        ((y_true, batches.roll(y_pred)), (y_true, other[1])),
+    ):
+        try:
+            if _close(runner.raw(*rolled), acc.out) and not _close(runner.raw(*changed), acc.out):
+                return True
+        except UserLossError:
+            continue
+    return False
+
+
+def _boundary(runner: LossRunner, spec: ProbeSpec, ctx: ProbeContext) -> str | None:
+    batch = batches.boundary(spec, ctx.batch_size, ctx.seed) if spec.labels in PROBABILITY_LABELS else None
+    if batch is None:
+        return None
     try:
-        reported, gradient = runner.reported_and_gradient(y_true, y_pred)
-        doubled = runner.reported(np.concatenate([y_true, y_true]), np.concatenate([y_pred, y_pred]))
-    except Exception as exc:
-        return ProbeMeasurement(spec, error="Keras could not reduce it: " + describe_exception(exc), shapes=shapes_t)
+        out = runner.raw(*batch)
+    except UserLossError:
+        return None
+    if np.isfinite(out).all():
+        return None
+    bad = "NaN" if np.isnan(out).any() else "inf"
+    size = ctx.batch_size
+    if out.ndim and out.shape[0] == size:
+        rows = ~np.isfinite(out.reshape(size, -1)).all(axis=1)
+        cases = [batches.BOUNDARY_CASES[i] for i in (0, 1) if rows[i::2].any()]
+        return f"{bad} in {int(rows.sum())} of {size} samples for " + " and for ".join(cases)
+    return f"{bad} for predictions exactly at 0 and 1 ({batches.BOUNDARY_CASES[0]} or opposite)"
 
-    # Coupling: replace the first and the last sample at once; no other sample's value may move.
-    coupled_from: tuple[int, ...] = ()
-    delta = None
-    axes, _, same_rank = batch_axes(shapes_t)
-    if same_rank and len(axes) == 1 and batch_size >= 3:
-        axis, ends = axes[0], [0, batch_size - 1]
-        other_t, other_p = make_batch(spec, batch_size, seed, salt=1)
-        yt2, yp2 = y_true.copy(), y_pred.copy()
-        yt2[ends], yp2[ends] = other_t[ends], other_p[ends]
-        try:
-            out2 = runner.raw(yt2, yp2)
-        except Exception:
-            out2 = None
-        if out2 is not None and out2.shape == out.shape:
-            diff = np.abs(np.delete(out2, ends, axis=axis) - np.delete(out, ends, axis=axis))
-            if diff.size and float(diff.max()) > 1e-6 + 1e-4 * float(np.abs(out).max()):
-                coupled_from, delta = tuple(ends), float(diff.max())
 
-    boundary = None
-    batch = boundary_batch(spec, batch_size, seed) if spec.labels in PROBABILITY_LABELS else None
-    if batch is not None:
-        try:
-            bout = runner.raw(*batch)
-        except Exception:
-            bout = None
-        if bout is not None and not np.isfinite(bout).all():
-            bad = "NaN" if np.isnan(bout).any() else "inf"
-            if bout.ndim and bout.shape[0] == batch_size:
-                rows = ~np.isfinite(bout.reshape(batch_size, -1)).all(axis=1)
-                cases = [BOUNDARY_CASES[i] for i in (0, 1) if rows[i::2].any()]
-                boundary = f"{bad} in {int(rows.sum())} of {batch_size} samples for " + " and for ".join(cases)
-            else:
-                boundary = f"{bad} for predictions exactly at 0 and 1 ({BOUNDARY_CASES[0]} or opposite)"
+def _alone(runner: LossRunner, batch: batches.Batch, rows: range | list[int]) -> list[float]:
+    return [runner.reported(batch[0][i : i + 1], batch[1][i : i + 1]) for i in rows]
 
-    return ProbeMeasurement(
-        spec,
-        shapes=shapes_t,
+
+def _expected(runner: LossRunner, acc: _Accepted, per_sample: bool) -> tuple[float | None, bool]:
+    """Mean over samples of the Keras-reported value of each sample alone; and whether one was nonfinite.
+
+    For an uncoupled per-sample output, two samples alone that match their rows of the batch output
+    stand for all of them (the mean of the rows is then the answer); otherwise every sample is run.
+    """
+    out, size = acc.out, acc.batch[0].shape[0]
+    if per_sample:
+        first = _alone(runner, acc.batch, [0, 1])
+        rows = [float(out[i].mean()) for i in (0, 1)]
+        if all(math.isfinite(v) for v in first) and np.allclose(first, rows, rtol=1e-4, atol=1e-6):
+            return float(out.mean()), False
+    values = _alone(runner, acc.batch, range(size))
+    if not all(math.isfinite(v) for v in values):
+        return None, True
+    return sum(values) / len(values), False
+
+
+def _gradient(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> tuple[float, str]:
+    reported, gradient = runner.reported_and_gradient(*acc.batch)
+    if gradient == "zero":  # a saturated batch (every hinge inactive) is not a missing gradient: try another
+        _, gradient = runner.reported_and_gradient(*batches.make(acc.proposal.spec, ctx.batch_size, ctx.seed, salt=4))
+    return reported, gradient
+
+
+def measure_layout(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> Layout:
+    """Every measurement the rules need, on the accepted layout."""
+    axes = batch_axes(acc.shapes)
+    reported, gradient = _gradient(runner, acc, ctx)
+    coupling = _coupling(runner, acc, ctx)
+    per_sample = axes == [0] and coupling is None and runner.via_call
+    expected, alone_nonfinite = _expected(runner, acc, per_sample)
+    return Layout(
+        spec=acc.proposal.spec,
+        origin=acc.proposal.origin,
+        reason=acc.proposal.reason,
+        shapes=acc.shapes,
         reported=reported,
-        reported_doubled=doubled,
-        coupled_from=coupled_from,
-        coupled_delta=delta,
-        boundary=boundary,
+        growth=_growth(runner, acc.batch, ctx.batch_size),
+        coupling=coupling,
+        pairing_free=_pairing_free(runner, acc, ctx),
+        boundary=_boundary(runner, acc.proposal.spec, ctx),
         gradient=gradient,
+        expected=expected,
+        alone_nonfinite=alone_nonfinite,
+        reduction=reduction_of(runner.loss) if not hasattr(runner.loss, "_fn_kwargs") else None,
+        via_call=runner.via_call,
     )
 
 
-def expected_per_sample(runner: LossRunner, spec: ProbeSpec, batch_size: int, seed: int) -> float | None:
-    """Mean over samples of the Keras-reported value of each sample alone."""
-    y_true, y_pred = make_batch(spec, batch_size, seed)
-    values = []
-    for i in range(batch_size):
-        try:
-            values.append(runner.reported(y_true[i : i + 1], y_pred[i : i + 1]))
-        except Exception:
-            return None
-    mean = sum(values) / len(values)
-    return mean if math.isfinite(mean) else None
+def needs_location(layout: Layout) -> bool:
+    """Whether the batch axis did something worth pointing at in the source (a trace is then worth it)."""
+    axes = batch_axes(layout.shapes)
+    linear = len(layout.growth) == 2 and abs(layout.growth[0] - 2) < 0.01
+    return axes != [0] or layout.coupling is not None or layout.pairing_free or linear
 
 
 _KERAS2_BACKEND = re.compile(r"module 'keras(\.src)?\.backend' has no attribute '(\w+)'")
@@ -295,62 +306,38 @@ def keras2_hint(error: str) -> str:
     )
 
 
-def describe_exception(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    # TF errors put the useful sentence first, then node/graph context lines.
-    text = lines[0].strip() if lines else ""
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _proposals(loss: Any, names: tuple[str, ...], ctx: ProbeContext) -> list[layouts.Proposal]:
+    if ctx.pinned is not None:
+        return layouts.pinned(ctx.pinned, ctx.pinned_origin)
+    return layouts.propose(loss, names)
 
 
-def measure_loss(
-    runner: LossRunner,
-    base: LossMeasurement,
-    ladder: tuple[ProbeSpec, ...],
-    batch_size: int,
-    seed: int,
-    choose: Callable[[tuple[ProbeMeasurement, ...], str], int | None],
-) -> LossMeasurement:
-    """Probe one loss on every layout of the ladder; measure magnitudes on the most telling one."""
-    dense: list[ProbeMeasurement | None] = []
-    measured: dict[tuple[str, int], int] = {}  # accepted layouts per family (labels, rank)
-    for spec in ladder:
-        if spec.y_true != spec.y_pred:
-            dense.append(None)
-            continue
-        family = (spec.labels, len(spec.y_pred))
-        if measured.get(family, 0) >= 2:
-            # Two widths of a family already decide it; a third costs time and shows nothing new.
-            dense.append(ProbeMeasurement(spec, error="not measured: two layouts of this kind were enough"))
-            continue
-        dense.append(measure_probe(runner, spec, batch_size, seed))
-        if accepted(dense[-1]):
-            measured[family] = measured.get(family, 0) + 1
-    # Sparse layouts only decide for a loss that runs on no dense layout or says `sparse` in its name
-    # (rules.relevant); measuring them for the others would cost time and change nothing.
-    skip_sparse = "sparse" not in base.name.lower() and any(p is not None and accepted(p) for p in dense)
-    probes = tuple(
-        p if p is not None
-        else ProbeMeasurement(spec, error="not measured: the loss runs on dense layouts")
-        if skip_sparse
-        else measure_probe(runner, spec, batch_size, seed)
-        for spec, p in zip(ladder, dense)
-    )
-    chosen = choose(probes, base.name)
-    if chosen is None:
-        errors = [p.error for p in probes if p.error]
-        hint = next((h for h in map(keras2_hint, errors) if h), "")
-        return replace(base, probes=probes, batch_size=batch_size, hint=hint)
-    spec = probes[chosen].spec
-    expected = expected_per_sample(runner, spec, batch_size, seed)
-    shape = dict(probes[chosen].shapes)[batch_size]
-    return replace(
-        base,
-        probes=probes,
-        chosen=chosen,
-        batch_size=batch_size,
-        expected=expected,
-        actual=probes[chosen].reported,
-        output_shape=shape,
-    )
+def measure_loss(base: LossMeasurement, loss: Any, ctx: ProbeContext) -> LossMeasurement:
+    """Find the loss's layout and measure it; a loss that runs on none is returned with its trials (LD002)."""
+    runner = LossRunner(loss, ctx.legacy, ctx.on_call)
+    trials, accepted = find_layout(runner, _proposals(loss, (base.name,), ctx), ctx)
+    if accepted is None:
+        hint = next((h for h in (keras2_hint(t.error or "") for t in trials) if h), "")
+        return replace(base, trials=trials, batch_size=ctx.batch_size, hint=hint)
+    try:
+        layout = measure_layout(runner, accepted, ctx)
+    except UserLossError as exc:
+        error = f"it ran on {accepted.proposal.spec.text()} but then raised: {exc}"
+        return replace(base, trials=trials, batch_size=ctx.batch_size, error=error)
+    m = replace(base, trials=trials, layout=layout, batch_size=ctx.batch_size)
+    if needs_location(layout):
+        m = _with_trace(runner, m, ctx)
+    return m
+
+
+def _with_trace(runner: LossRunner, m: LossMeasurement, ctx: ProbeContext) -> LossMeasurement:
+    """Trace the loss as a graph: where the batch axis went (for the report), and whether a (B,)-vs-(B, 1)
+    broadcast paired samples (for the verdict, so it is measured even with --no-trace)."""
+    from lossdiag import trace
+
+    assert m.layout is not None
+    spec = m.layout.spec
+    call = runner.loss.call if runner.via_call else runner.loss
+    result = trace.trace_loss(call, lambda b: batches.make(spec, b, ctx.seed), on_call=ctx.on_call)
+    layout = replace(m.layout, cross_op=result.cross_op)
+    return replace(m, layout=layout, trace=result.trace if ctx.trace else None)

@@ -20,7 +20,15 @@ from typing import Any
 
 from lossdiag.measurement import Trace, TraceEvent
 
-__all__ = ["trace_loss"]
+__all__ = ["TraceResult", "trace_loss"]
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """The located events, and the (B,)-against-(B, 1) broadcast the graph shows, if any (a verdict fact)."""
+
+    trace: Trace
+    cross_op: str = ""
 
 # ops that only compute shapes or do bookkeeping: never an event
 _IGNORED_OPS = frozenset(
@@ -427,24 +435,72 @@ def _one_line(exc: BaseException) -> str:
 
 
 def trace_loss(
-    raw_call: Callable[..., Any], make_inputs: Callable[[int], Any], *, batch_sizes: Sequence[int] = (7, 11)
-) -> Trace:
+    raw_call: Callable[..., Any],
+    make_inputs: Callable[[int], Any],
+    *,
+    batch_sizes: Sequence[int] = (7, 11),
+    on_call: Callable[[], None] | None = None,
+) -> TraceResult:
     """Trace `raw_call` at two batch sizes and report where the batch axis was lost, broadcast or merged.
 
-    Never raises: a loss that cannot be traced gives `Trace(error=...)`.
+    Never raises: a loss that cannot be traced gives `Trace(error=...)`. `on_call` runs before each trace
+    (each runs the user's code once).
     """
     try:
-        return _trace(raw_call, make_inputs, tuple(batch_sizes))
+        return _trace(raw_call, make_inputs, tuple(batch_sizes), on_call)
     except Exception as exc:  # noqa: BLE001 - a failed trace is a fact, never a crash
-        return Trace(error=_one_line(exc))
+        return TraceResult(Trace(error=_one_line(exc)))
 
 
-def _trace(raw_call: Callable[..., Any], make_inputs: Callable[[int], Any], batch_sizes: tuple[int, ...]) -> Trace:
+_EXPANDING = frozenset({"ExpandDims"})
+
+
+def _adds_axis(tf: Any, op: Any) -> bool:
+    """An explicit expand_dims or `[:, None]`: a pairing the author meant."""
+    if op.type in _EXPANDING:
+        return True
+    if op.type == "StridedSlice":
+        try:
+            return bool(op.get_attr("new_axis_mask"))
+        except Exception:  # noqa: BLE001
+            return False
+    return False
+
+
+def _cross_op(tf: Any, ops: Sequence[Any], labels: Callable[[Any], tuple[str, ...] | None]) -> str:
+    """The first elementwise op that broadcast a (B,) tensor against a (B, 1) one into (B, B) by accident:
+    operands of different ranks, neither given its extra axis on purpose."""
+    for op in ops:
+        if op.type not in _BINARY_SYMBOLS or not op.outputs:
+            continue
+        ins = [labels(t) for t in op.inputs]
+        if not _crossed(labels(op.outputs[0])) or any(map(_crossed, ins)):
+            continue
+        batchy = [(t, lab) for t, lab in zip(op.inputs, ins) if _has_batch(lab)]
+        if len(batchy) < 2 or len({len(lab) for _, lab in batchy}) < 2:
+            continue
+        if any(_adds_axis(tf, t.op) for t, _ in batchy):
+            continue
+        symbol = _BINARY_SYMBOLS[op.type][0]
+        return f"{f' {symbol} '.join(_fmt(lab) for _, lab in batchy)} -> {_fmt(labels(op.outputs[0]))}"
+    return ""
+
+
+def _trace(
+    raw_call: Callable[..., Any],
+    make_inputs: Callable[[int], Any],
+    batch_sizes: tuple[int, ...],
+    on_call: Callable[[], None] | None,
+) -> TraceResult:
     from lossdiag import _tf
 
     tf, _ = _tf.load()
     b1, b2 = batch_sizes[0], batch_sizes[1]
+    if on_call is not None:
+        on_call()
     g1 = _graph(tf, raw_call, make_inputs, b1)
+    if on_call is not None:
+        on_call()
     g2 = _graph(tf, raw_call, make_inputs, b2)
     other = {t.name: t.shape for op in g2.get_operations() for t in op.outputs}
 
@@ -493,13 +549,16 @@ def _trace(raw_call: Callable[..., Any], make_inputs: Callable[[int], Any], batc
         start = [t for t, lab in zip(bc.op.inputs, bc.ins) if _has_batch(lab) and len(lab) < max(ranks)]
         broadcast_slices = _producers(start, infos, labels, _has_batch)
 
+    cross = _cross_op(tf, [op for op in g1.get_operations() if op.name in live], labels)
     if not found and any(op.type in _CALL_OPS for op in g1.get_operations() if op.name in live):
-        return Trace(error="the loss runs a nested graph (@tf.function, tf.cond or tf.while_loop) that is not followed")
+        error = "the loss runs a nested graph (@tf.function, tf.cond or tf.while_loop) that is not followed"
+        return TraceResult(Trace(error=error), cross)
     out_labels = labels(g1.outputs[0]) if g1.outputs else None
     events = [(info.order, _event(tf, kind, info, found, setups, out_labels)) for kind, info in found.items()]
     events += [(s.order, _setup_event(s)) for s in setups]
     events.sort(key=lambda pair: pair[0])
-    return Trace(events=tuple(e for _, e in events), hint=_hint(tf, found, setups, broadcast_slices))
+    trace = Trace(events=tuple(e for _, e in events), hint=_hint(tf, found, setups, broadcast_slices))
+    return TraceResult(trace, cross)
 
 
 def _producers(

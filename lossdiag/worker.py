@@ -17,8 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from lossdiag import discover, probe, rules
-from lossdiag.measurement import LossMeasurement, Trace
+from lossdiag import discover, probe
+from lossdiag.measurement import LossMeasurement
 
 
 def _send(channel: TextIO, **event: Any) -> None:
@@ -92,28 +92,37 @@ def import_user_module(name: str, path: Path, root: Path) -> Any:
     return module
 
 
-def _ladder(request: dict[str, Any], name: str) -> tuple[probe.ProbeSpec, ...]:
-    override = request.get("probes", {}).get(name)
-    if override:
-        return (probe.parse_spec(override),)
-    return probe.DEFAULT_LADDER
+def _context(request: dict[str, Any], options: dict[str, Any], name: str) -> probe.ProbeContext:
+    """How to probe one loss: the run's options, and a layout the user pinned for it."""
+    pinned = request.get("probes", {}).get(name)
+    spec, origin = (pinned if isinstance(pinned, (list, tuple)) else (pinned, "given")) if pinned else (None, "given")
+    return probe.ProbeContext(
+        batch_size=options["batch_size"],
+        seed=options["seed"],
+        legacy=options["legacy"],
+        pinned=probe.parse_spec(spec) if spec else None,
+        pinned_origin=origin,
+        trace=options.get("trace", True),
+    )
 
 
-def _trace(runner: probe.LossRunner, m: LossMeasurement, seed: int) -> Trace | None:
-    if m.chosen is None:
-        return None
-    codes = {code for code, _ in rules.classify(m.probes[m.chosen])}
-    if not codes & set(rules.BATCH_AXIS_CODES):
-        return None
+def measure_candidate(cand: Any, request: dict[str, Any], options: dict[str, Any]) -> LossMeasurement:
+    """Probe one materialised candidate; the user's exceptions are LD002, ours LD004 (traceback kept for -v)."""
+    from dataclasses import replace
+
+    base = LossMeasurement(
+        name=cand.name, kind=cand.kind, file=cand.file, line=cand.line,
+        batch_size=options["batch_size"], error=cand.error, skipped=cand.skipped,
+    )
+    if cand.loss is None:
+        return base
     try:
-        from lossdiag import trace
-    except ImportError:  # pragma: no cover - trace ships with lossdiag
-        return None
-    spec = m.probes[m.chosen].spec
-    try:
-        return trace.trace_loss(runner.loss.call, lambda b: probe.make_batch(spec, b, seed))
-    except Exception as exc:  # tracing is best effort: the numeric verdict stands without it
-        return Trace(error=probe.describe_exception(exc))
+        return probe.measure_loss(base, cand.loss, _context(request, options, cand.name))
+    except (SystemExit, KeyboardInterrupt) as exc:  # raised by the loss: it must not end the worker
+        what = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else "raise KeyboardInterrupt"
+        return replace(base, error=f"the loss called {what} while probing")
+    except Exception:  # a bug of ours: the user's exceptions never get here (runner wraps them)
+        return replace(base, internal_error=traceback.format_exc(limit=8))
 
 
 class GlobalState:
@@ -242,25 +251,8 @@ def check_module(request: dict[str, Any], options: dict[str, Any], channel: Text
         if cand.name in skip:
             continue
         _send(channel, event="start", name=cand.name)
-        base = LossMeasurement(
-            name=cand.name, kind=cand.kind, file=cand.file, line=cand.line,
-            batch_size=options["batch_size"], error=cand.error, skipped=cand.skipped,
-        )
-        m = base
-        if cand.loss is not None:
-            try:
-                state.restore(module_state)
-                runner = probe.LossRunner(cand.loss, legacy)
-                m = probe.measure_loss(
-                    runner, base, _ladder(request, cand.name), options["batch_size"], options["seed"], rules.choose_probe
-                )
-                if options.get("trace", True):
-                    m = replace(m, trace=_trace(runner, m, options["seed"]))
-            except Exception as exc:  # a bug of ours or a loss that breaks Keras itself
-                m = replace(base, error="probing raised " + probe.describe_exception(exc))
-            except (SystemExit, KeyboardInterrupt) as exc:  # raised by the loss: it must not end the worker
-                what = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else "raise KeyboardInterrupt"
-                m = replace(base, error=f"the loss called {what} while probing")
+        state.restore(module_state)
+        m = measure_candidate(cand, request, options)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

@@ -8,103 +8,107 @@ from pathlib import Path
 import pytest
 
 from lossdiag import rules
-from lossdiag.measurement import LossMeasurement, ProbeMeasurement, ProbeSpec
+from lossdiag.measurement import Coupling, Layout, LossMeasurement, ProbeSpec, Trial
 from lossdiag.rules import RULES
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC_TABLE = re.compile(r"^\| (LD\d{3})\s*\| (\w+)\s*\| ([\w-]+)\s*\|", re.MULTILINE)
 
 
-def test_codes_names_and_severities_match_the_spec():
-    spec = (ROOT.parent / "shared" / "SPEC.md")
-    if not spec.is_file():
-        pytest.skip("shared/SPEC.md is not next to the repository")
-    table = {code: (severity, name) for code, severity, name in SPEC_TABLE.findall(spec.read_text())}
-    assert table == {r.code: (r.severity, r.name) for r in RULES.values()}
+def _layout(shapes, growth=(1.0, 1.0), expected=1.0, reported=1.0, **kw) -> Layout:
+    return Layout(ProbeSpec(("B", 2), ("B", 2), "binary"), "ladder", "the default ladder", shapes=shapes,
+                  reported=reported, growth=growth, expected=expected, gradient=kw.pop("gradient", "ok"), **kw)
 
 
-def test_catalogue_is_well_formed():
-    assert len({r.name for r in RULES.values()}) == len(RULES)
-    for rule in RULES.values():
-        assert re.fullmatch(r"LD\d{3}", rule.code)
-        assert re.fullmatch(r"[a-z]+(-[a-z]+)*", rule.name)
-        assert rule.severity in ("error", "warning")
-        for text in (rule.summary, rule.what, rule.why, rule.example, rule.use_instead):
-            assert text.strip(), rule.code
-        doc = rules.rule_doc_markdown(rule)
-        for section in ("## What it does", "## Why is this bad?", "## Example", "Use instead:"):
-            assert section in doc
+def _m(layout: Layout | None = None, **kw) -> LossMeasurement:
+    return LossMeasurement("loss2", "function", "/x/losses.py", 10, layout=layout, **kw)
 
 
-def test_readme_rule_table_is_the_catalogue():
-    readme = (ROOT / "README.md").read_text()
-    rows = re.findall(r"^\| (LD\d{3}) \| ([\w-]+) \| (\w+) \| (.+) \|$", readme, re.MULTILINE)
-    assert rows == [(r.code, r.name, r.severity, r.summary) for r in RULES.values()]
-
-
-def test_lookup_by_code_or_name():
-    assert rules.lookup("ld101") is RULES["LD101"]
-    assert rules.lookup("batch-sum") is RULES["LD101"]
-    assert rules.lookup("LD999") is None
-
-
-def _probe(shapes, reported=1.0, doubled=1.0, **kw) -> ProbeMeasurement:
-    return ProbeMeasurement(ProbeSpec(("B", 2), ("B", 2), "binary"), shapes=shapes, reported=reported,
-                            reported_doubled=doubled, **kw)
+PER_SAMPLE = ((7, (7,)), (32, (32,)))
+SCALAR = ((7, ()), (32, ()))
 
 
 @pytest.mark.parametrize(
-    "shapes, doubled, extra, code",
+    "shapes, growth, extra, code",
     [
-        (((5, (5,)), (7, (7,)), (32, (32,))), 1.0, {}, None),  # per sample
-        (((5, (5, 1)), (7, (7, 1)), (32, (32, 1))), 1.0, {}, None),  # keepdims
-        (((5, (5, 2)), (7, (7, 2)), (32, (32, 2))), 1.0, {}, None),  # unreduced
-        (((5, ()), (7, ()), (32, ())), 2.0, {}, "LD101"),  # summed
-        (((5, ()), (7, ()), (32, ())), 1.0, {}, "LD102"),  # averaged
-        (((5, (2,)), (7, (2,)), (32, (2,))), 2.0, {}, "LD103"),  # axis 0 reduced, feature kept
-        (((5, (10,)), (7, (14,)), (32, (64,))), 1.0, {}, "LD103"),  # batch flattened with features
-        (((5, (5, 5)), (7, (7, 7)), (32, (32, 32))), 1.0, {}, "LD104"),  # (B, B)
-        (((5, (5,)), (7, (7,)), (32, (32,))), 1.0, {"coupled_from": (0,), "coupled_delta": 0.1}, "LD105"),
+        (PER_SAMPLE, (1.0, 1.0), {}, None),  # per sample
+        (((7, (7, 1)), (32, (32, 1))), (1.0, 1.0), {}, None),  # keepdims
+        (((7, (7, 2)), (32, (32, 2))), (1.0, 1.0), {}, None),  # unreduced
+        (SCALAR, (2.0, 4.0), {}, "LD101"),  # summed: exactly linear
+        (SCALAR, (1.0, 1.0), {}, "LD102"),  # averaged
+        (SCALAR, (1.76, 2.83), {}, "LD102"),  # a dice with a large smoothing constant grows, but not linearly
+        (((7, (2,)), (32, (2,))), (2.0, 4.0), {}, "LD103"),  # axis 0 reduced, feature kept
+        (((7, (14,)), (32, (64,))), (1.0, 1.0), {}, "LD103"),  # batch flattened with features
+        (((7, (7, 7)), (32, (32, 32))), (1.0, 1.0), {}, "LD104"),  # (B, B)
+        (SCALAR, (1.0, 1.0), {"pairing_free": True}, "LD104"),  # a pairing pooled into a scalar
+        (PER_SAMPLE, (1.0, 1.0), {"coupling": Coupling((0, 31), 0.1, "both")}, "LD105"),
+        (PER_SAMPLE, (1.0, 1.0), {"coupling": Coupling((0, 31), 0.1, "targets"), "cross_op": "(B,) - (B, 1) -> (B, B)"},
+         "LD104"),
+        (PER_SAMPLE, (2.0, 4.0), {"reduction": "sum"}, "LD101"),  # a per-sample call() with reduction="sum"
+        (PER_SAMPLE, (1.0, 1.0), {"expected": 32.0}, "LD105"),  # divided by the batch size
     ],
 )
-def test_classify_batch_axis(shapes, doubled, extra, code):
-    codes = [c for c, _ in rules.classify(_probe(shapes, doubled=doubled, gradient="ok", **extra))]
-    assert codes == ([] if code is None else [code])
+def test_batch_axis_verdicts(shapes, growth, extra, code):
+    expected = extra.pop("expected", 1.0)
+    found = rules.batch_axis.detect(_m(_layout(shapes, growth, expected=expected, **extra)))
+    assert (found.code if found else None) == code
 
 
-def test_classify_numerics():
-    shapes = ((5, (5,)), (7, (7,)), (32, (32,)))
-    assert [c for c, _ in rules.classify(_probe(shapes, boundary="NaN in 3 of 32", gradient="ok"))] == ["LD201"]
-    assert [c for c, _ in rules.classify(_probe(shapes, gradient="none"))] == ["LD202"]
-    assert [c for c, _ in rules.classify(_probe(shapes, gradient="zero"))] == ["LD202"]
+def test_reduction_sum_names_the_reduction_and_its_fix():
+    found = rules.batch_axis.detect(_m(_layout(PER_SAMPLE, (2.0, 4.0), reduction="sum", reported=32.0)))
+    assert found.code == "LD101" and 'reduction="sum"' in found.message
+    assert 'reduction="sum_over_batch_size"' in found.hint and "divide" not in found.hint
+
+
+def test_numerics_and_gradient_detectors():
+    assert rules.numerics.detect(_m(_layout(PER_SAMPLE, boundary="NaN in 3 of 32"))).code == "LD201"
+    assert rules.numerics.detect(_m(_layout(PER_SAMPLE))) is None
+    assert rules.gradient.detect(_m(_layout(PER_SAMPLE, gradient="none"))).code == "LD202"
+    assert rules.gradient.detect(_m(_layout(PER_SAMPLE, gradient="zero"))).code == "LD202"
+    assert rules.gradient.detect(_m(_layout(PER_SAMPLE))) is None
 
 
 def test_findings_carry_evidence_and_ratio():
-    probe = _probe(((5, ()), (7, ()), (32, ())), reported=10.58, doubled=21.16, gradient="ok")
-    m = LossMeasurement("loss2", "function", "/x/losses.py", 10, probes=(probe,), chosen=0,
-                        expected=0.3307, actual=10.58, output_shape=())
-    ((code, message, file, line, hint, related),) = rules.findings_for(m)
-    assert (code, file, line, related) == ("LD101", "/x/losses.py", 10, ())
-    assert "returns shape () at batch size 32" in message and "32.0×" in message and "10.58" in message
-    assert "axis=-1" in hint
+    m = _m(_layout(SCALAR, (2.0, 4.0), expected=0.3307, reported=10.58))
+    (found,) = rules.detect(m)
+    assert found.code == "LD101"
+    assert "returns shape () at batch size 32" in found.message and "32.0×" in found.message
+    assert "10.58" in found.message and "doubles" in found.message
+    assert "axis=-1" in found.hint
+    place = rules.locate(found, m)
+    assert (place.file, place.line, place.related) == ("/x/losses.py", 10, ())
+    assert "--probe 'loss2=y_true=B,2;y_pred=B,2;labels=binary'" in rules.pin(m)
 
 
-def test_dense_layouts_decide_for_a_loss_that_accepts_them():
-    dense = _probe(((5, (5,)), (7, (7,)), (32, (32,))), gradient="ok")
-    sparse = ProbeMeasurement(ProbeSpec(("B",), ("B", 4), "sparse"), shapes=((5, (5, 5)), (32, (32, 32))),
-                              reported=1.0, reported_doubled=1.0, gradient="ok")
-    assert rules.relevant((dense, sparse)) == [0]
-    assert rules.relevant((dense, sparse), name="sparse_focal") == [1]
-    assert rules.relevant((ProbeMeasurement(dense.spec, error="boom"), sparse)) == [1]
+def test_a_batch_statistic_has_no_per_sample_numbers():
+    """An R²: a sample alone has no variance, so its value alone is meaningless (issue 17)."""
+    m = _m(_layout(SCALAR, (1.0, 1.0), expected=3.185e6, reported=1.374))
+    expected, actual, ratio, why = rules.magnitude(m)
+    assert (expected, actual, ratio, why) == (None, 1.374, None, "batch statistic")
+    (found,) = rules.detect(m)
+    assert found.code == "LD102" and "statistic of the whole batch" in found.message and "3.185e" not in found.message
+    assert "metric" in found.hint and "axis" not in found.hint
+    nonfinite = _m(_layout(SCALAR, alone_nonfinite=True, expected=None))
+    assert rules.magnitude(nonfinite)[3] == "batch statistic"
+
+
+def test_a_sum_keeps_its_numbers_at_any_batch_size():
+    m = _m(_layout(SCALAR, (2.0, 4.0), expected=0.5, reported=128.0))  # batch size 256
+    assert rules.magnitude(m)[2] == 256.0
 
 
 def test_not_probed_message_lists_the_layouts_and_the_last_error():
-    m = LossMeasurement("x", "function", "f.py", 1, probes=(
-        ProbeMeasurement(ProbeSpec(("B", 1), ("B", 1), "binary"), error="ValueError: first"),
-        ProbeMeasurement(ProbeSpec(("B",), ("B", 4), "sparse"), error="ValueError: last"),
+    m = _m(trials=(
+        Trial(ProbeSpec(("B", 1), ("B", 1), "binary"), "ladder", "", "ValueError: first"),
+        Trial(ProbeSpec(("B",), ("B", 4), "sparse"), "ladder", "", "ValueError: last"),
     ))
-    message = rules.not_probed_message(m)
-    assert "ValueError: last" in message and "(B, 1) binary" in message and "(B,)→(B, 4) sparse" in message
+    message = rules.not_probed.message(m)
+    assert "ValueError: last" in message and "(B, 1) binary" in message and "(B,) against (B, 4) sparse" in message
+
+
+def test_internal_errors_are_ours():
+    m = _m(internal_error="Traceback ...\nValueError: cannot reshape array")
+    assert "bug in lossdiag" in rules.not_probed.internal_message(m)
+    assert "ValueError: cannot reshape array" in rules.not_probed.internal_message(m)
 
 
 @pytest.mark.tf
@@ -115,7 +119,7 @@ def test_every_rule_example_is_flagged_and_its_fix_passes(tmp_path):
     import subprocess
     import sys
 
-    probe_rules = [r for r in RULES.values() if r.code not in ("LD001", "LD002")]
+    probe_rules = [r for r in RULES.values() if r.code not in ("LD001", "LD002", "LD003", "LD004")]
     for rule in probe_rules:
         (tmp_path / f"example_{rule.code.lower()}.py").write_text(rule.example)
         (tmp_path / f"fixed_{rule.code.lower()}.py").write_text(rule.use_instead)
@@ -148,4 +152,4 @@ def test_every_rule_example_is_flagged_and_its_fix_passes(tmp_path):
 ])
 def test_not_probed_hint_follows_the_cause(error, words):
     m = LossMeasurement("focal", "function", "f.py", 1, error=error)
-    assert words in rules.not_probed_hint(m)
+    assert words in rules.not_probed.hint(m)

@@ -44,12 +44,14 @@ _CATALOGUE = (
         why="A loss that was never measured may still hold any of the other mistakes. Usually the "
         "loss needs a particular input shape: give it with `--probe NAME=SPEC` or in "
         "`[tool.lossdiag.probes]`.",
-        example="import tensorflow as tf\n\ndef box_and_class_loss(y_true, y_pred):\n"
-        "    box_true, cls_true = tf.split(y_true, [4, 1], axis=-1)  # needs exactly 5 columns\n"
-        "    box_pred, cls_pred = tf.split(y_pred, [4, 1], axis=-1)\n"
-        "    return tf.reduce_sum(tf.square(box_true - box_pred), axis=-1) + tf.square(cls_true[:, 0] - cls_pred[:, 0])\n",
+        example="import json\n\nimport tensorflow as tf\n\n"
+        "CONFIG = json.loads('{\"keypoints\": 68}')  # read from a file in a real repo\n\n"
+        "def landmark_loss(y_true, y_pred):\n"
+        "    points = tf.reshape(y_pred, (-1, CONFIG[\"keypoints\"], 2))  # needs 136 columns\n"
+        "    target = tf.reshape(y_true, (-1, CONFIG[\"keypoints\"], 2))\n"
+        "    return tf.reduce_mean(tf.norm(points - target, axis=-1), axis=-1)\n",
         use_instead="# pyproject.toml\n[tool.lossdiag.probes]\n"
-        'box_and_class_loss = "y_true=B,5;y_pred=B,5;labels=binary"\n',
+        'landmark_loss = "y_true=B,136;y_pred=B,136;labels=real"\n',
     ),
     Rule(
         code="LD003",

@@ -1,0 +1,818 @@
+"""Propose the layouts a loss was written for, most likely first: from its source, its name, then a default ladder.
+
+The source analysis follows `y_true` and `y_pred` through the loss's body (and the helpers it calls in
+the same module) and collects what the code needs of them: integer and slice indices and the widths
+they imply, `one_hot(..., depth)` and casts to integers (sparse labels), constant reshape targets
+(detection grids), axis lists (`axis=[1, 2, 3]`: images), `split` sizes, image ops (SSIM needs 11x11
+windows), categorical/binary cross-entropies, and variance columns (`exp(log_var)`). Each proposal is
+only a candidate: the prober accepts the first one the loss actually runs on and depends on.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import re
+import textwrap
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from lossdiag.measurement import ProbeSpec
+
+SPATIAL = 16  # image side: enough for an 11x11 SSIM window, and no batch size lossdiag uses
+STEPS = 6  # sequence length, likewise
+CLASSES = 4  # class count when the code does not say
+WIDTH = 3  # feature width of a generic 2-D layout: more than 1, so an axis-0 reduction shows as (3,)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A layout to try, where it came from and why."""
+
+    spec: ProbeSpec
+    origin: str  # "source" | "name" | "ladder" (measurement.Origin)
+    reason: str
+
+
+# The fallback, in the order a loss is tried: generic 2-D first, then images, heads, class ids, sequences.
+LADDER: tuple[ProbeSpec, ...] = (
+    ProbeSpec(("B", WIDTH), ("B", WIDTH), "binary"),
+    ProbeSpec(("B", 2), ("B", 2), "binary"),
+    ProbeSpec(("B", 1), ("B", 1), "binary"),
+    ProbeSpec(("B", SPATIAL, SPATIAL, 1), ("B", SPATIAL, SPATIAL, 1), "binary"),
+    ProbeSpec(("B", SPATIAL, SPATIAL, 3), ("B", SPATIAL, SPATIAL, 3), "onehot"),
+    ProbeSpec(("B", 1), ("B", 2), "real"),
+    ProbeSpec(("B",), ("B", CLASSES), "sparse"),
+    ProbeSpec(("B", 1), ("B", CLASSES), "sparse"),
+    ProbeSpec(("B", CLASSES), ("B", CLASSES), "onehot"),
+    ProbeSpec(("B", 1), ("B", 1), "real"),
+    ProbeSpec(("B", WIDTH), ("B", WIDTH), "real"),
+    ProbeSpec(("B", STEPS), ("B", STEPS, CLASSES + 1), "sparse"),
+    ProbeSpec(("B", STEPS, 1), ("B", STEPS, 1), "real"),
+)
+
+# Loss names that say what the loss is for, with the layouts such a loss is written for.
+_FAMILIES: tuple[tuple[str, re.Pattern[str], tuple[ProbeSpec, ...]], ...] = (
+    ("a segmentation loss", re.compile(r"dice|iou|jaccard|tversky|lovasz|segment|mask|boundary|hausdorff|overlap", re.I), (
+        ProbeSpec(("B", SPATIAL, SPATIAL, 1), ("B", SPATIAL, SPATIAL, 1), "binary"),
+        ProbeSpec(("B", SPATIAL, SPATIAL, 3), ("B", SPATIAL, SPATIAL, 3), "onehot"),
+    )),
+    ("an image loss", re.compile(r"ssim|psnr|image|img|pixel|perceptual|sobel|edge|total_variation|tv_loss|style|content|reconstruct", re.I), (
+        ProbeSpec(("B", SPATIAL, SPATIAL, 3), ("B", SPATIAL, SPATIAL, 3), "probs"),
+        ProbeSpec(("B", SPATIAL, SPATIAL, 1), ("B", SPATIAL, SPATIAL, 1), "probs"),
+    )),
+    ("a sequence loss", re.compile(r"token|seq|sentence|word|language|translat|ctc|timestep|temporal|padd|lm_|_lm", re.I), (
+        ProbeSpec(("B", STEPS), ("B", STEPS, CLASSES + 1), "sparse"),
+        ProbeSpec(("B", STEPS, CLASSES + 1), ("B", STEPS, CLASSES + 1), "onehot"),
+        ProbeSpec(("B", STEPS, 1), ("B", STEPS, 1), "real"),
+    )),
+    ("a metric-learning loss", re.compile(r"triplet|contrastive|siamese|center_?loss|arcface|cosface|n_?pair|info_?nce|nt_?xent|supcon|embedding|margin|pairwise", re.I), (
+        ProbeSpec(("B", 1), ("B", 1), "binary"),
+        ProbeSpec(("B",), ("B", 8), "sparse"),
+        ProbeSpec(("B", 8), ("B", 8), "real"),
+    )),
+    ("a detection loss", re.compile(r"yolo|ssd|retina|bbox|box|anchor|detect|centernet|heatmap|objectness", re.I), (
+        ProbeSpec(("B", 6, 6, 9), ("B", 6, 6, 9), "probs"),
+        ProbeSpec(("B", 12, 5), ("B", 12, 5), "probs"),
+        ProbeSpec(("B", 6), ("B", 6), "probs"),
+    )),
+    ("a distribution head", re.compile(r"nll|gauss|likelihood|heterosc|laplace|uncertain|aleatoric|sigma|varian|mdn|mixture", re.I), (
+        ProbeSpec(("B", 1), ("B", 2), "real"),
+    )),
+    ("an adversarial loss", re.compile(r"wasserstein|hinge|critic|gan\b|gan_|discrimin|generator|adversar|wgan|lsgan", re.I), (
+        ProbeSpec(("B", 1), ("B", 1), "real"),
+    )),
+    ("a quantile loss", re.compile(r"quantile|pinball", re.I), (
+        ProbeSpec(("B", 1), ("B", 3), "real"),
+        ProbeSpec(("B", 1), ("B", 1), "real"),
+    )),
+    ("a sparse-label loss", re.compile(r"sparse", re.I), (
+        ProbeSpec(("B",), ("B", CLASSES), "sparse"),
+        ProbeSpec(("B", 1), ("B", CLASSES), "sparse"),
+    )),
+    ("a categorical loss", re.compile(r"categorical|softmax|\bcce\b|multiclass|multi_class", re.I), (
+        ProbeSpec(("B", CLASSES), ("B", CLASSES), "onehot"),
+    )),
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# finding the user's function
+
+
+@dataclass(frozen=True)
+class LossCode:
+    """The Python function that computes a loss, which of its parameters are y_true and y_pred, and its `self`."""
+
+    fn: Any
+    true_param: str
+    pred_param: str
+    owner: Any = None  # the Loss instance for a method, to read `self.x`
+    bound: dict[str, Any] = field(default_factory=dict)  # arguments a partial or wrapper fixed
+
+
+def _user_method(obj: Any) -> tuple[Any, Any] | None:
+    """A Loss subclass's own `call` (or `__call__` when it overrides that instead)."""
+    for name in ("call", "__call__"):
+        for klass in type(obj).__mro__:
+            if name in vars(klass):
+                module = getattr(klass, "__module__", "") or ""
+                if module.startswith(("keras", "tf_keras", "tensorflow")):
+                    break
+                return vars(klass)[name], obj
+    return None
+
+
+def find_code(obj: Any) -> LossCode | None:
+    """The function behind a Keras wrapper, partial, swapped wrapper, Loss instance or plain callable."""
+    bound: dict[str, Any] = dict(getattr(obj, "_fn_kwargs", {}) or {})
+    owner = None
+    fn = getattr(obj, "fn", None) if hasattr(obj, "_fn_kwargs") else None
+    if fn is None:
+        method = _user_method(obj) if not inspect.isroutine(obj) and not isinstance(obj, functools.partial) else None
+        fn, owner = method if method else (obj, None)
+    swapped = bool(getattr(fn, "lossdiag_swapped", False))
+    fn = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
+    if isinstance(fn, functools.partial):
+        bound.update(fn.keywords or {})
+        fn = fn.func
+    if not inspect.isfunction(fn):
+        return None
+    params = [p for p in inspect.signature(fn).parameters if p not in bound]
+    if owner is not None and params[:1] == ["self"]:
+        params = params[1:]
+    if len(params) < 2:
+        return None
+    true_param, pred_param = (params[1], params[0]) if swapped else (params[0], params[1])
+    return LossCode(fn, true_param, pred_param, owner, bound)
+
+
+def _function_node(fn: Any) -> ast.FunctionDef | ast.Lambda | None:
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        return None
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # a lambda in the middle of an expression: parse its line as an expression
+        try:
+            tree = ast.parse("(" + source.strip().rstrip(",") + ")")
+        except SyntaxError:
+            return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == fn.__name__:
+            return node
+        if isinstance(node, ast.Lambda) and fn.__name__ == "<lambda>":
+            return node
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# what the code says
+
+
+@dataclass(frozen=True)
+class _Val:
+    """An abstract tensor: which inputs it derives from, and whether it still has their axes."""
+
+    roots: frozenset[str]  # subset of {"T", "P"}
+    exact: bool  # derived elementwise: the same axes as the input
+
+
+@dataclass
+class _Facts:
+    """What the code needs of one input's shape."""
+
+    rank: int = 0
+    sizes: dict[int, int] = field(default_factory=dict)  # axis (>=1 from the left, <0 from the right) -> size
+    reshape: tuple[int, ...] | None = None  # a constant reshape target, batch axis left out
+
+
+@dataclass
+class Evidence:
+    """Everything the source analysis found, with the snippets that showed it."""
+
+    true: _Facts = field(default_factory=_Facts)
+    pred: _Facts = field(default_factory=_Facts)
+    votes: dict[str, str] = field(default_factory=dict)  # sparse|onehot|binary|real|image|embedding -> snippet
+    classes: int | None = None
+    true_whole: bool = False  # y_true met the whole y_pred elementwise: same shapes
+    true_vs_part: bool = False  # y_true met a slice or column of y_pred: y_true is one target column
+    reasons: list[str] = field(default_factory=list)
+
+    def facts(self, root: str) -> _Facts:
+        return self.true if root == "T" else self.pred
+
+    def note(self, reason: str) -> None:
+        if reason not in self.reasons and len(self.reasons) < 6:
+            self.reasons.append(reason)
+
+    def vote(self, kind: str, node: ast.AST) -> None:
+        if kind not in self.votes:
+            self.votes[kind] = _snippet(node)
+            self.note(f"`{_snippet(node)}`")
+
+
+def _snippet(node: ast.AST) -> str:
+    text = ast.unparse(node)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_ELEMENTWISE = frozenset(
+    {"clip", "clip_by_value", "cast", "abs", "absolute", "log", "log1p", "exp", "square", "sqrt", "rsqrt", "pow",
+     "power", "sigmoid", "softmax", "log_softmax", "tanh", "relu", "softplus", "maximum", "minimum", "where",
+     "identity", "stop_gradient", "negative", "neg", "sign", "floor", "ceil", "round",
+     "cos", "sin", "erf", "multiply", "add", "subtract", "divide", "truediv", "div_no_nan", "divide_no_nan",
+     "squared_difference", "equal", "not_equal", "greater", "greater_equal", "less", "less_equal",
+     "logical_and", "logical_or", "logical_not", "ones_like", "zeros_like", "exp_m1", "expm1", "reciprocal",
+     "safe_divide", "epsilon_clip", "to_float", "as_float", "float32", "nan_to_num", "isnan", "is_nan"}
+)  # fmt: skip
+_REDUCTIONS = frozenset(
+    {"sum", "mean", "max", "min", "prod", "reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod",
+     "reduce_logsumexp", "logsumexp", "std", "var", "reduce_std", "reduce_variance", "norm", "amax", "amin",
+     "count_nonzero", "all", "any", "reduce_all", "reduce_any", "argmax", "argmin", "average", "nanmean", "nansum"}
+)  # fmt: skip
+_SPARSE_CE = frozenset({"sparse_categorical_crossentropy", "sparse_softmax_cross_entropy_with_logits",
+                        "sparse_categorical_accuracy", "sparse_categorical_focal_crossentropy"})
+_ONEHOT_CE = frozenset({"categorical_crossentropy", "softmax_cross_entropy_with_logits",
+                        "softmax_cross_entropy_with_logits_v2", "categorical_focal_crossentropy",
+                        "categorical_hinge", "kl_divergence", "kullback_leibler_divergence"})
+_BINARY_CE = frozenset({"binary_crossentropy", "sigmoid_cross_entropy_with_logits", "binary_focal_crossentropy",
+                        "weighted_cross_entropy_with_logits"})
+_IMAGE_OPS = frozenset({"ssim", "ssim_multiscale", "psnr", "sobel_edges", "image_gradients", "conv2d",
+                        "max_pool2d", "avg_pool2d", "pool2d", "depthwise_conv2d", "extract_patches", "resize",
+                        "total_variation", "max_pool", "avg_pool", "conv"})
+_GATHERS = frozenset({"gather", "gather_nd", "take_along_axis", "batch_gather", "take"})
+_VARIANCE_NAMES = re.compile(r"sigma|var|std|scale|log_?var|logvar|precision|noise", re.I)
+_INT_DTYPE = re.compile(r"int(8|16|32|64)?\b|\bbool\b|uint")
+
+
+def _call_name(node: ast.Call) -> str:
+    func = node.func
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    if isinstance(func, ast.Name):
+        return func.id
+    return ""
+
+
+class _Analyzer:
+    """Walks one function body, keeping an abstract value per local name."""
+
+    def __init__(self, code: LossCode, evidence: Evidence, env: dict[str, Any], depth: int = 0) -> None:
+        self.code = code
+        self.ev = evidence
+        self.env = env
+        self.depth = depth
+        self.returned: list[Any] = []
+        self.local_functions: dict[str, ast.FunctionDef] = {}
+        try:
+            closure = inspect.getclosurevars(code.fn)
+            self.constants = {**closure.globals, **closure.nonlocals}
+        except (TypeError, ValueError):
+            self.constants = {}
+        self.globals = getattr(code.fn, "__globals__", {})
+
+    # --- statements ---
+    def body(self, stmts: list[ast.stmt]) -> None:
+        for stmt in stmts:
+            self.stmt(stmt)
+
+    def stmt(self, node: ast.stmt) -> None:
+        if isinstance(node, ast.Assign):
+            value = self.expr(node.value)
+            for target in node.targets:
+                self.bind(target, value)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and node.value is not None:
+            value = self.expr(node.value)
+            if isinstance(node, ast.AugAssign):
+                value = self.merge([self.expr(node.target), value])
+            self.bind(node.target, value)
+        elif isinstance(node, ast.Return) and node.value is not None:
+            self.returned.append(self.expr(node.value))
+        elif isinstance(node, ast.Expr):
+            self.expr(node.value)
+        elif isinstance(node, ast.FunctionDef):
+            self.local_functions[node.name] = node
+        else:
+            self.compound(node)
+
+    def compound(self, node: ast.stmt) -> None:
+        if isinstance(node, ast.For):
+            self.loop_target(node)
+        for name in ("test", "iter"):
+            if isinstance(getattr(node, name, None), ast.expr):
+                self.expr(getattr(node, name))
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                self.expr(item.context_expr)
+        for name in ("body", "orelse", "finalbody"):
+            self.body(getattr(node, name, []) or [])
+        for handler in getattr(node, "handlers", []) or []:
+            self.body(handler.body)
+
+    def loop_target(self, node: ast.For) -> None:
+        """`for i, q in enumerate(QUANTILES)` / `for i in range(N)`: `i` takes its last value."""
+        it = node.iter
+        if not isinstance(it, ast.Call) or _call_name(it) not in ("enumerate", "range") or not it.args:
+            return
+        value = self.expr(it.args[-1] if _call_name(it) == "range" else it.args[0])
+        last = value - 1 if isinstance(value, int) else len(value) - 1 if isinstance(value, (list, tuple)) else None
+        target = node.target.elts[0] if isinstance(node.target, ast.Tuple) and node.target.elts else node.target
+        if isinstance(last, int) and last >= 0 and isinstance(target, ast.Name):
+            self.env[target.id] = last
+
+    def bind(self, target: ast.expr, value: Any) -> None:
+        if isinstance(target, ast.Name):
+            self.env[target.id] = value
+            if isinstance(value, _Val) and "P" in value.roots and not value.exact and _VARIANCE_NAMES.fullmatch(target.id):
+                self.ev.vote("real", target)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            parts = value if isinstance(value, (list, tuple)) and len(value) == len(target.elts) else None
+            for i, elt in enumerate(target.elts):
+                self.bind(elt, parts[i] if parts is not None else self.weaken(value))
+
+    # --- expressions ---
+    def expr(self, node: ast.expr) -> Any:
+        handler = getattr(self, "_" + type(node).__name__, None)
+        if handler is None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.expr):
+                    self.expr(child)
+            return None
+        return handler(node)
+
+    def _Constant(self, node: ast.Constant) -> Any:
+        return node.value
+
+    def _Name(self, node: ast.Name) -> Any:
+        if node.id in self.env:
+            return self.env[node.id]
+        return _constant(self.constants.get(node.id))
+
+    def _Attribute(self, node: ast.Attribute) -> Any:
+        if isinstance(node.value, ast.Name) and node.value.id == "self" and self.code.owner is not None:
+            return _constant(getattr(self.code.owner, node.attr, None))
+        self.expr(node.value)
+        return ast.unparse(node)  # dtypes such as tf.int32 are read by name
+
+    def _Tuple(self, node: ast.Tuple | ast.List) -> Any:
+        return [self.expr(e) for e in node.elts]
+
+    _List = _Tuple
+
+    def _UnaryOp(self, node: ast.UnaryOp) -> Any:
+        value = self.expr(node.operand)
+        if isinstance(value, (int, float)) and isinstance(node.op, ast.USub):
+            return -value
+        return value
+
+    def _BinOp(self, node: ast.BinOp) -> Any:
+        left, right = self.expr(node.left), self.expr(node.right)
+        if isinstance(left, (int, float)) and isinstance(right, (int, float)):
+            return _arith(node.op, left, right)
+        self.pairing(left, right)
+        self.vector_width(left, right, node)
+        return self.merge([left, right], keep_exact=True)
+
+    def _Compare(self, node: ast.Compare) -> Any:
+        values = [self.expr(node.left), *(self.expr(c) for c in node.comparators)]
+        return self.merge(values, keep_exact=True)
+
+    def _BoolOp(self, node: ast.BoolOp) -> Any:
+        return self.merge([self.expr(v) for v in node.values], keep_exact=True)
+
+    def _IfExp(self, node: ast.IfExp) -> Any:
+        self.expr(node.test)
+        return self.merge([self.expr(node.body), self.expr(node.orelse)], keep_exact=True)
+
+    def _Subscript(self, node: ast.Subscript) -> Any:
+        base = self.expr(node.value)
+        if isinstance(base, _Val):
+            if base.exact and len(base.roots) == 1:
+                self.index(next(iter(base.roots)), node)
+            return _Val(base.roots, False)
+        index = self.expr(node.slice) if not isinstance(node.slice, ast.Slice) else None
+        if isinstance(base, (list, tuple)) and isinstance(index, int) and -len(base) <= index < len(base):
+            return base[index]
+        return None
+
+    def _Call(self, node: ast.Call) -> Any:
+        args = [self.expr(a) for a in node.args]
+        kwargs = {k.arg: self.expr(k.value) for k in node.keywords if k.arg}
+        name = _call_name(node)
+        callee = self.user_function(node, name)
+        if callee is not None:
+            return self.follow(callee, node, args, kwargs)
+        return self.library_call(node, name.lower(), args, kwargs)
+
+    # --- helpers ---
+    def weaken(self, value: Any) -> Any:
+        return _Val(value.roots, False) if isinstance(value, _Val) else None
+
+    def merge(self, values: list[Any], keep_exact: bool = False) -> Any:
+        vals = [v for v in values if isinstance(v, _Val)]
+        if not vals:
+            return None
+        roots = frozenset().union(*(v.roots for v in vals))
+        return _Val(roots, keep_exact and all(v.exact for v in vals))
+
+    def pairing(self, left: Any, right: Any) -> None:
+        """Note how y_true met y_pred: whole against whole, or against a slice of y_pred."""
+        for a, b in ((left, right), (right, left)):
+            if isinstance(a, _Val) and isinstance(b, _Val) and a.roots == {"T"} and b.roots == {"P"}:
+                if a.exact and b.exact:
+                    self.ev.true_whole = True
+                elif a.exact:
+                    self.ev.true_vs_part = True
+
+    def vector_width(self, left: Any, right: Any, node: ast.BinOp) -> None:
+        """A constant vector (class weights) times an input: the input's last axis has that many entries."""
+        for vec, val in ((left, right), (right, left)):
+            if isinstance(vec, (list, tuple)) and 1 < len(vec) <= 4096 and isinstance(val, _Val) and val.exact:
+                if all(isinstance(v, (int, float)) for v in vec):
+                    for root in val.roots:
+                        self.ev.facts(root).sizes[-1] = len(vec)
+                    self.ev.note(f"`{_snippet(node)}` ({len(vec)} weights)")
+
+    def index(self, root: str, node: ast.Subscript) -> None:
+        elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        facts = self.ev.facts(root)
+        ellipsis = next((i for i, e in enumerate(elts) if isinstance(e, ast.Constant) and e.value is Ellipsis), None)
+        consumed = [e for e in elts if not (isinstance(e, ast.Constant) and e.value in (None, Ellipsis))]
+        facts.rank = max(facts.rank, len(consumed))
+        axis_of: list[int | None] = []
+        axis = 0
+        for i, e in enumerate(elts):
+            if ellipsis is not None and i == ellipsis:
+                axis = -(len(elts) - i - 1)
+                axis_of.append(None)
+                continue
+            if isinstance(e, ast.Constant) and e.value is None:
+                axis_of.append(None)
+                continue
+            axis_of.append(axis)
+            axis += 1
+        for e, a in zip(elts, axis_of):
+            if a is None or a == 0:
+                continue
+            size = self.needed_size(e)
+            if size:
+                facts.sizes[a] = max(facts.sizes.get(a, 0), size)
+                self.ev.note(f"`{_snippet(node)}`")
+
+    def needed_size(self, e: ast.expr) -> int:
+        """How large an axis must be for this index or slice to mean what it says."""
+        if isinstance(e, ast.Slice):
+            lower, upper = (self.expr(x) if x is not None else None for x in (e.lower, e.upper))
+            if isinstance(upper, int) and not isinstance(upper, bool):
+                return upper if upper > 0 else (-upper + 1 if not isinstance(lower, int) else 0)
+            if isinstance(lower, int) and not isinstance(lower, bool):
+                return lower + 1 if lower >= 0 else -lower
+            return 0
+        value = self.expr(e)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value + 1 if value >= 0 else -value
+        return 0
+
+    def user_function(self, node: ast.Call, name: str) -> LossCode | None:
+        """A helper the loss calls that is defined in the user's own code (followed three deep)."""
+        if self.depth >= 3 or not isinstance(node.func, ast.Name):
+            return None
+        if name in self.local_functions:
+            return None  # nested helpers: analysed in place by the caller's walk below
+        fn = self.globals.get(name)
+        if not inspect.isfunction(fn) or fn.__module__ != getattr(self.code.fn, "__module__", None):
+            return None
+        params = list(inspect.signature(fn).parameters)
+        return LossCode(fn, params[0] if params else "", params[1] if len(params) > 1 else "")
+
+    def follow(self, callee: LossCode, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        tree = _function_node(callee.fn)
+        if not isinstance(tree, ast.FunctionDef):
+            return self.merge(args + list(kwargs.values()))
+        params = [a.arg for a in tree.args.args]
+        env = dict(zip(params, args))
+        env.update({k: v for k, v in kwargs.items() if k in params})
+        inner = _Analyzer(callee, self.ev, env, self.depth + 1)
+        inner.body(tree.body)
+        return self.merge(inner.returned, keep_exact=True)
+
+    def library_call(self, node: ast.Call, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        first = args[0] if args else None
+        handler = _CALL_HANDLERS.get(name)
+        if handler is not None:
+            return handler(self, node, args, kwargs)
+        if name in _ELEMENTWISE:
+            if name in ("exp", "softplus") and isinstance(first, _Val) and first.roots == {"P"} and not first.exact:
+                self.ev.vote("real", node)
+            return self.merge(args, keep_exact=True) if isinstance(first, _Val) and first.exact else self.merge(args)
+        if name in _REDUCTIONS:
+            self.axes(first, args[1] if len(args) > 1 else kwargs.get("axis"), node)
+            return self.weaken(first) if isinstance(first, _Val) else None
+        if name in _IMAGE_OPS:
+            self.ev.vote("image", node)
+        return self.merge(args + list(kwargs.values()))
+
+    def axes(self, value: Any, axis: Any, node: ast.Call) -> None:
+        if not isinstance(value, _Val) or not value.exact:
+            return
+        axes = axis if isinstance(axis, list) else [axis] if isinstance(axis, int) and not isinstance(axis, bool) else []
+        axes = [a for a in axes if isinstance(a, int)]
+        if not axes:
+            return
+        rank = max(a + 1 if a >= 0 else -a for a in axes)
+        for root in value.roots:
+            facts = self.ev.facts(root)
+            if rank > facts.rank:
+                facts.rank = rank
+                self.ev.note(f"`{_snippet(node)}`")
+
+
+def _constant(value: Any) -> Any:
+    """A module constant, closure value or attribute the analysis can use: numbers, strings, short vectors."""
+    if isinstance(value, (int, float, str, tuple, list)):
+        return value
+    shape = getattr(value, "shape", None)
+    if isinstance(shape, tuple) and len(shape) == 1 and 0 < shape[0] <= 4096 and hasattr(value, "tolist"):
+        return value.tolist()  # a numpy vector of class weights
+    if shape == () and hasattr(value, "item"):
+        return value.item()
+    return None
+
+
+def _as_constant(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """`np.array([...])`, `K.variable(w)`, `tf.constant(w)`: the values pass through; a tensor stays a tensor."""
+    first = args[0] if args else kwargs.get("value", kwargs.get("x"))
+    if isinstance(first, (list, tuple)):
+        return first
+    return first if isinstance(first, _Val) else None
+
+
+def _arith(op: ast.operator, a: float, b: float) -> Any:
+    try:
+        result = {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}.get(type(op))
+        if result is None and isinstance(op, ast.FloorDiv) and b:
+            result = a // b
+        return result
+    except TypeError:
+        return None
+
+
+def _one_hot(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x = args[0] if args else kwargs.get("indices")
+    depth = args[1] if len(args) > 1 else kwargs.get("depth", kwargs.get("num_classes"))
+    if isinstance(x, _Val) and "T" in x.roots:
+        an.ev.vote("sparse", node)
+        if isinstance(depth, int) and not isinstance(depth, bool) and depth > 1:
+            an.ev.classes = depth
+    return _Val(x.roots, False) if isinstance(x, _Val) else None
+
+
+def _cast(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x = args[0] if args else kwargs.get("x")
+    dtype = args[1] if len(args) > 1 else kwargs.get("dtype")
+    if isinstance(x, _Val) and x.roots == {"T"} and x.exact and isinstance(dtype, str) and _INT_DTYPE.search(dtype):
+        an.ev.vote("sparse", node)
+    return x if isinstance(x, _Val) else None
+
+
+def _gather(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    indices = args[1] if len(args) > 1 else kwargs.get("indices")
+    if isinstance(indices, _Val) and "T" in indices.roots:
+        an.ev.vote("sparse", node)
+    return an.merge(args + list(kwargs.values()))
+
+
+def _reshape(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x = args[0] if args else kwargs.get("tensor", kwargs.get("x"))
+    target = args[1] if len(args) > 1 else kwargs.get("shape", kwargs.get("newshape"))
+    if isinstance(x, _Val) and x.exact and len(x.roots) == 1 and isinstance(target, (list, tuple)):
+        dims = list(target)
+        if dims and (dims[0] in (-1, None) or not isinstance(dims[0], int)) and all(
+            isinstance(d, int) and d > 0 for d in dims[1:]
+        ) and len(dims) > 1:
+            an.ev.facts(next(iter(x.roots))).reshape = tuple(dims[1:])
+            an.ev.note(f"`{_snippet(node)}`")
+    return an.weaken(x)
+
+
+def _split(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x = args[0] if args else kwargs.get("value", kwargs.get("x"))
+    parts = args[1] if len(args) > 1 else kwargs.get("num_or_size_splits", kwargs.get("indices_or_sections"))
+    axis = args[2] if len(args) > 2 else kwargs.get("axis", 0)
+    if not isinstance(x, _Val):
+        return None
+    count = len(parts) if isinstance(parts, list) else parts if isinstance(parts, int) else 0
+    if x.exact and len(x.roots) == 1 and isinstance(axis, int) and axis != 0 and count:
+        size = sum(p for p in parts if isinstance(p, int)) if isinstance(parts, list) else count
+        facts = an.ev.facts(next(iter(x.roots)))
+        facts.sizes[axis] = max(facts.sizes.get(axis, 0), size)
+        an.ev.note(f"`{_snippet(node)}`")
+    return [_Val(x.roots, False)] * count if count else _Val(x.roots, False)
+
+
+def _unstack(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x = args[0] if args else None
+    num = kwargs.get("num")
+    if isinstance(x, _Val) and isinstance(num, int):
+        axis = kwargs.get("axis", 0)
+        if x.exact and len(x.roots) == 1 and isinstance(axis, int) and axis != 0:
+            facts = an.ev.facts(next(iter(x.roots)))
+            facts.sizes[axis] = max(facts.sizes.get(axis, 0), num)
+        return [_Val(x.roots, False)] * num
+    return an.weaken(x)
+
+
+def _vote_call(kind: str) -> Any:
+    def handler(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        an.ev.vote(kind, node)
+        return an.merge(args + list(kwargs.values()))
+
+    return handler
+
+
+def _argmax(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    if args and isinstance(args[0], _Val) and args[0].roots == {"T"}:
+        an.ev.vote("onehot", node)
+    return an.weaken(args[0]) if args else None
+
+
+def _pairwise(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    vals = [a for a in args if isinstance(a, _Val)]
+    if len(vals) >= 2 and all(v.roots == {"P"} for v in vals):
+        an.ev.vote("embedding", node)
+    return an.merge(args)
+
+
+def _normalize(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    if args and isinstance(args[0], _Val) and args[0].roots == {"P"}:
+        an.ev.vote("embedding", node)
+    return args[0] if args and isinstance(args[0], _Val) else None
+
+
+_CALL_HANDLERS: dict[str, Any] = {
+    "one_hot": _one_hot, "cast": _cast, "reshape": _reshape, "split": _split, "unstack": _unstack,
+    "argmax": _argmax, "matmul": _pairwise, "dot": _pairwise, "tensordot": _pairwise, "einsum": _pairwise,
+    "l2_normalize": _normalize, "normalize": _normalize,
+    **{name: _as_constant for name in ("convert_to_tensor", "constant", "variable", "array", "asarray")},
+    **{name: _gather for name in _GATHERS},
+    **{name: _vote_call("sparse") for name in _SPARSE_CE},
+    **{name: _vote_call("onehot") for name in _ONEHOT_CE},
+    **{name: _vote_call("binary") for name in _BINARY_CE},
+}  # fmt: skip
+
+
+def analyse(obj: Any) -> Evidence | None:
+    """What the loss's source says about its inputs (None when the source cannot be read)."""
+    code = find_code(obj)
+    if code is None:
+        return None
+    tree = _function_node(code.fn)
+    if tree is None:
+        return None
+    evidence = Evidence()
+    env: dict[str, Any] = {code.true_param: _Val(frozenset({"T"}), True), code.pred_param: _Val(frozenset({"P"}), True)}
+    env.update({k: v for k, v in code.bound.items() if isinstance(v, (int, float, str, tuple, list))})
+    analyzer = _Analyzer(code, evidence, env)
+    if isinstance(tree, ast.Lambda):
+        analyzer.returned.append(analyzer.expr(tree.body))
+    else:
+        _defaults(analyzer, tree)
+        analyzer.body(tree.body)
+    return evidence
+
+
+def _defaults(analyzer: _Analyzer, tree: ast.FunctionDef) -> None:
+    """Constant defaults of the other parameters (`smooth=1.0`, `num_classes=20`) are values the body reads."""
+    args = tree.args.args
+    for arg, default in zip(args[len(args) - len(tree.args.defaults) :], tree.args.defaults):
+        if arg.arg not in analyzer.env:
+            analyzer.env[arg.arg] = analyzer.expr(default)
+    for arg, default in zip(tree.args.kwonlyargs, tree.args.kw_defaults):
+        if default is not None and arg.arg not in analyzer.env:
+            analyzer.env[arg.arg] = analyzer.expr(default)
+
+
+# ----------------------------------------------------------------------------------------------
+# evidence + a base layout -> a layout
+
+
+def _labels(ev: Evidence, base: str) -> str:
+    for kind in ("sparse", "onehot", "real", "binary"):
+        if kind in ev.votes:
+            return kind
+    if "embedding" in ev.votes and base not in ("sparse", "onehot"):
+        return "real"
+    return base
+
+
+def _rank(ev: Evidence, base_rank: int, labels: str) -> int:
+    rank = max(base_rank, ev.pred.rank, ev.true.rank if labels != "sparse" else 0)
+    if "image" in ev.votes:
+        rank = max(rank, 4)
+    return rank
+
+
+def _shape(facts: _Facts, base: tuple[int | str, ...], rank: int, classes: int | None) -> tuple[int | str, ...]:
+    if facts.reshape is not None:
+        return ("B", *facts.reshape)
+    dims = [int(d) for d in base[1:]]
+    while len(dims) + 1 < rank:  # insert middle axes: spatial for images, time steps for sequences
+        dims.insert(0, SPATIAL if rank >= 4 else STEPS)
+    if classes is not None and dims:
+        dims[-1] = classes
+    out: list[int | str] = ["B"]
+    for axis, default in enumerate(dims, start=1):
+        size = max(facts.sizes.get(axis, 0), facts.sizes.get(axis - rank, 0))
+        out.append(size or default)
+    return tuple(out)
+
+
+def _indexed_rank(facts: _Facts) -> int:
+    """The rank that indices counted from the left imply (`y[:, 1]`: 2), or 0 when they say nothing."""
+    return facts.rank if any(a > 0 for a in facts.sizes) else 0
+
+
+def refine(base: ProbeSpec, ev: Evidence) -> list[ProbeSpec]:
+    """The base layout bent to what the source says; [] when the base contradicts it (another rank)."""
+    labels = _labels(ev, base.labels)
+    rank = _rank(ev, len(base.y_pred), labels)
+    indexed = max(_indexed_rank(ev.pred), _indexed_rank(ev.true) if labels != "sparse" else 0)
+    if indexed and rank != indexed and ev.pred.reshape is None:
+        return []
+    classes = ev.classes if labels in ("sparse", "onehot") else None
+    if labels == "sparse" and base.labels != "sparse" and classes is None:
+        classes = max(int(base.y_pred[-1]), CLASSES) if len(base.y_pred) > 1 else CLASSES
+    pred_facts = ev.pred if ev.pred.sizes or ev.pred.reshape or not ev.true.sizes else ev.true
+    y_pred = _shape(pred_facts, base.y_pred, rank, classes)
+    if labels == "sparse":
+        ids = y_pred[:-1]
+        return [ProbeSpec(ids, y_pred, labels), ProbeSpec((*ids, 1), y_pred, labels)]
+    same = y_pred if not ev.true.sizes else _shape(ev.true, base.y_pred, rank, classes)
+    if ev.true.reshape is not None:
+        same = ("B", *ev.true.reshape)
+    head = (*y_pred[:-1], 1)
+    variants = [ProbeSpec(same, y_pred, labels)]
+    if y_pred[-1] != 1 and not ev.true.sizes and not ev.true.reshape:
+        variants.append(ProbeSpec(head, y_pred, labels))
+        if ev.true_vs_part and not ev.true_whole:
+            variants.reverse()  # y_true met a column of y_pred: it is one target column
+    return variants
+
+
+def _base_specs(names: tuple[str, ...]) -> list[tuple[ProbeSpec, str, str]]:
+    """(layout, origin, reason) from the loss's names, then the ladder."""
+    text = " ".join(n for n in names if n)
+    out: list[tuple[ProbeSpec, str, str]] = []
+    for what, pattern, specs in _FAMILIES:
+        match = pattern.search(text)
+        if match:
+            out += [(spec, "name", f"the name `{match.group(0)}` reads as {what}") for spec in specs]
+    out += [(spec, "ladder", "the default ladder") for spec in LADDER]
+    return out
+
+
+def _informative(ev: Evidence | None) -> bool:
+    if ev is None:
+        return False
+    facts = (ev.true, ev.pred)
+    return bool(ev.votes) or any(f.rank > 2 or f.sizes or f.reshape for f in facts)
+
+
+def propose(obj: Any, names: tuple[str, ...] = ()) -> list[Proposal]:
+    """Layouts to try for a loss object, in order; the first the loss runs on and depends on is used."""
+    try:
+        ev = analyse(obj)
+    except Exception:  # noqa: BLE001 - reading the source is best effort: the ladder still applies
+        ev = None
+    code = find_code(obj) if ev is not None else None
+    all_names = (*names, getattr(code.fn, "__name__", "") if code else "", type(obj).__name__)
+    proposals: list[Proposal] = []
+    seen: set[ProbeSpec] = set()
+
+    def add(spec: ProbeSpec, origin: str, reason: str) -> None:
+        if spec not in seen:
+            seen.add(spec)
+            proposals.append(Proposal(spec, origin, reason))
+
+    bases = _base_specs(all_names)
+    if ev is not None and _informative(ev):
+        why = "the code: " + ", ".join(ev.reasons) if ev.reasons else "the code"
+        for base, origin, reason in bases:
+            for spec in refine(base, ev):
+                add(spec, "source", why if origin == "ladder" else f"{reason}; {why}")
+    for base, origin, reason in bases:
+        add(base, origin, reason)
+    return proposals
+
+
+def pinned(spec: ProbeSpec, origin: str) -> list[Proposal]:
+    """The one layout the user gave (`--probe` or `[tool.lossdiag.probes]`)."""
+    reason = "given with --probe" if origin == "given" else "set in [tool.lossdiag.probes]"
+    return [Proposal(spec, origin, reason)]
+
+
+def with_reason(proposal: Proposal, reason: str) -> Proposal:
+    return replace(proposal, reason=reason)

@@ -1,0 +1,228 @@
+"""LD101–LD105: what a loss did to the batch axis, read from its output shapes, growth, coupling and pairing."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lossdiag.measurement import Layout, LossMeasurement
+from lossdiag.rules import text
+from lossdiag.rules.detection import Detection
+
+CODES = ("LD101", "LD102", "LD103", "LD104", "LD105")
+STATISTIC = "batch statistic"  # LossResult.na_reason for a loss whose samples have no value alone
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """The output's axes at every batch size tried: which follow the batch, which merged it."""
+
+    batch: tuple[int, ...]  # axes equal to the batch size at every size
+    merged: tuple[int, ...]  # axes that are a whole multiple (B*k) of it
+    squared: bool  # an axis of B*B: every sample paired with every other
+    same_rank: bool
+    size: int  # elements of the output at the user's batch size
+
+    @classmethod
+    def of(cls, layout: Layout) -> Shapes:
+        shapes = layout.shapes
+        ranks = {len(s) for _, s in shapes}
+        out = layout.batch_shape
+        size = math.prod(out) if out else 1
+        if len(ranks) != 1:
+            return cls((), (), False, False, size)
+        rank = ranks.pop()
+        batch = tuple(i for i in range(rank) if all(s[i] == b for b, s in shapes))
+        squared = any(all(s[i] == b * b for b, s in shapes) for i in range(rank))
+        merged = tuple(
+            i for i in range(rank)
+            if i not in batch and len(shapes) > 1 and len({s[i] / b for b, s in shapes}) == 1
+            and (s0 := shapes[0][1][i] / shapes[0][0]) > 1 and float(s0).is_integer()
+        )  # fmt: skip
+        return cls(batch, merged, squared, True, size)
+
+
+def is_sum(layout: Layout) -> bool:
+    """The reported value doubles when the batch is repeated twice, and quadruples at four times: a sum.
+
+    Exact linearity, not a cut-off on one growth factor: a pooled dice with a large smoothing constant
+    also grows on a small batch, but never in exact proportion.
+    """
+    if len(layout.growth) != 2:
+        return False
+    two, four = layout.growth
+    return abs(two - 2.0) <= 0.02 and abs(four - 4.0) <= 0.04
+
+
+def magnitude(m: LossMeasurement) -> tuple[float | None, float | None, float | None, str]:
+    """(expected, actual, ratio, na_reason): the numbers the report shows, n/a where they mean nothing."""
+    layout = m.layout
+    if layout is None:
+        return None, None, None, ""
+    expected, actual = layout.expected, layout.reported
+    if layout.alone_nonfinite:
+        return None, actual, None, STATISTIC
+    if expected is None or actual is None or not expected or not math.isfinite(expected):
+        return expected, actual, None, ""
+    ratio = actual / expected
+    pooled = Shapes.of(layout).batch != (0,) or layout.coupling is not None
+    if pooled and not is_sum(layout) and not 0.01 <= abs(ratio) <= 100:
+        return None, actual, None, STATISTIC
+    return expected, actual, ratio, ""
+
+
+def _numbers(m: LossMeasurement) -> str:
+    expected, actual, ratio, na = magnitude(m)
+    if na == STATISTIC:
+        return (
+            " It is a statistic of the whole batch: a sample alone has no meaningful value, "
+            f"so there is no per-sample value to compare with (Keras reports {text.number(actual)})."
+        )
+    if ratio is None:
+        return ""
+    return f" Keras reports {text.number(actual)} where the per-sample mean is {text.number(expected)} ({text.ratio(ratio)})."
+
+
+def _where(m: LossMeasurement) -> str:
+    assert m.layout is not None
+    return f"returns shape {text.shape(m.layout.batch_shape)} at batch size {m.batch_size} ({text.layout(m.layout.spec)})"
+
+
+def _others(layout: Layout, batch_size: int) -> str:
+    return ", ".join(f"{text.shape(s)} at {b}" for b, s in layout.shapes if b != batch_size)
+
+
+def _rank_changes(m: LossMeasurement, layout: Layout, shapes: Shapes) -> Detection | None:
+    if shapes.same_rank:
+        return None
+    return Detection(
+        "LD103",
+        f"{_where(m)}: the output's rank changes with the batch size ({_others(layout, m.batch_size)}).{_numbers(m)}",
+        f"reduce over the feature axes ({text.per_sample_axes(layout.spec)}), not over axis 0",
+        ("merged", "reduced"),
+    )
+
+
+def _paired(m: LossMeasurement, layout: Layout, shapes: Shapes) -> Detection | None:
+    if len(shapes.batch) >= 2 or shapes.squared:
+        what = "two axes follow the batch size" if len(shapes.batch) >= 2 else "an axis holds batch size × batch size"
+    elif layout.pairing_free:
+        what = (
+            "the value stays the same when the targets are handed to other samples, though it changes with "
+            "the targets themselves: every prediction was compared with every target"
+        )
+    elif layout.coupling is not None and layout.cross_op:
+        what = f"one value per sample, but a (B,) tensor met a (B, 1) one: {layout.cross_op}"
+    else:
+        return None
+    return Detection(
+        "LD104",
+        f"{_where(m)}: {what}; broadcasting paired every sample with every other.{_numbers(m)}",
+        "give both operands the same shape before combining them: (B, 1) with (B, 1), or (B,) with (B,)",
+        ("broadcast",),
+    )
+
+
+def _summed_per_sample(m: LossMeasurement, layout: Layout) -> Detection:
+    """A per-sample `call()` whose reported value Keras sums: the Loss's reduction, or its own __call__."""
+    if layout.reduction is not None and layout.via_call:
+        return Detection(
+            "LD101",
+            f"{_where(m)}, one value per sample, but the Loss is configured with reduction=\"{layout.reduction}\", "
+            f"so Keras reports the batch total: doubling the batch doubles the value.{_numbers(m)}",
+            'construct it with reduction="sum_over_batch_size" (the default), so Keras averages the per-sample values',
+            trace_hint=False,
+        )
+    return Detection(
+        "LD101",
+        f"{_where(m)} from its own __call__, and what Keras reports is a sum over the samples: doubling the "
+        f"batch doubles the value.{_numbers(m)}",
+        "implement call() returning one value per sample and let Keras reduce, instead of summing in __call__",
+        ("reduced",),
+        trace_hint=False,
+    )
+
+
+def _one_batch_axis(m: LossMeasurement, layout: Layout, shapes: Shapes) -> Detection | None:
+    if len(shapes.batch) != 1:
+        return None
+    if layout.coupling is not None:
+        coupling = layout.coupling
+        changed = " and ".join(f"sample {j}" for j in coupling.changed)
+        via = "" if coupling.via == "both" else f" (their {coupling.via})"
+        return Detection(
+            "LD105",
+            f"{_where(m)}: changing {changed}{via} moved other samples' values by up to "
+            f"{text.number(coupling.delta)}; each sample's loss depends on the rest of the batch.",
+            "compute each sample's loss from that sample alone; if the coupling is intended (batch-hard mining, "
+            "in-batch negatives), suppress it with `# lossdiag: ignore[LD105]`",
+            ("broadcast", "reduced"),
+        )
+    if is_sum(layout):
+        return _summed_per_sample(m, layout)
+    expected, actual, ratio, _ = magnitude(m)
+    if ratio is not None and abs(ratio - 1.0) > 1e-3:
+        return Detection(
+            "LD105",
+            f"{_where(m)}, one value per sample, but a sample's value depends on the batch size: alone, samples "
+            f"report {text.number(expected)} on average; in a batch of {m.batch_size}, Keras reports "
+            f"{text.number(actual)} ({text.ratio(ratio)}).",
+            "do not divide by the batch size (or any batch statistic) inside the loss: Keras already averages "
+            "the per-sample values over the batch",
+            ("reduced",),
+        )
+    return None
+
+
+def _statistic_hint() -> str:
+    return (
+        "a batch statistic (R², a correlation, anything normalised by batch statistics) has no per-sample value: "
+        "keep it as a metric and train with a per-sample loss such as MSE"
+    )
+
+
+def _no_batch_axis(m: LossMeasurement, layout: Layout, shapes: Shapes) -> Detection | None:
+    if shapes.batch:
+        return None
+    axes = text.per_sample_axes(layout.spec)
+    if shapes.merged or shapes.size > 1:
+        detail = (
+            f"axis {shapes.merged[0]} holds the batch flattened together with other axes ({_others(layout, m.batch_size)})"
+            if shapes.merged
+            else f"no axis follows the batch size ({_others(layout, m.batch_size)}): the batch was reduced and another axis kept"
+        )
+        return Detection(
+            "LD103", f"{_where(m)}: {detail}.{_numbers(m)}",
+            f"reduce over the feature axes ({axes}), not over axis 0", ("merged", "reduced"),
+        )  # fmt: skip
+    if is_sum(layout):
+        return Detection(
+            "LD101",
+            f"{_where(m)}: the batch axis was summed away — doubling the batch (the same samples twice) doubles "
+            f"the value, so it is a sum over samples.{_numbers(m)}",
+            f"keep one value per sample: reduce over the feature axes only ({axes}), and slice with `y[:, 1:]` "
+            "rather than `y[:, 1]`",
+            ("reduced", "merged"),
+        )
+    statistic = magnitude(m)[3] == STATISTIC
+    return Detection(
+        "LD102",
+        f"{_where(m)}: the batch axis was averaged away — doubling the batch does not double the value, so it "
+        f"is pooled over the samples, and sample_weight and class_weight cannot weigh single samples.{_numbers(m)}",
+        _statistic_hint() if statistic else f"reduce over the feature axes only ({axes}) and let Keras average over the batch",
+        ("reduced", "merged"),
+        trace_hint=not statistic,
+    )
+
+
+def detect(m: LossMeasurement) -> Detection | None:
+    """The one batch-axis verdict of a measured loss, or None when it keeps one value per sample."""
+    layout = m.layout
+    if layout is None:
+        return None
+    shapes = Shapes.of(layout)
+    for check in (_rank_changes, _paired, _one_batch_axis, _no_batch_axis):
+        found = check(m, layout, shapes)
+        if found is not None:
+            return found
+    return None
