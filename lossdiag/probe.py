@@ -102,6 +102,25 @@ def _too_big(spec: ProbeSpec, batch_size: int) -> str | None:
     return None
 
 
+def _explodes(runner: LossRunner, spec: ProbeSpec, ctx: ProbeContext) -> str | None:
+    """A wide layout on which the loss would build a tensor over the budget (a (B, B, H, W) pairing on
+    images): estimated from graph traces at small batch sizes before anything large is allocated."""
+    per_sample = math.prod(spec.at(1)[1])
+    largest = 2 * ctx.batch_size  # the growth probe repeats half the batch four times
+    if (largest * per_sample) ** 2 * 4 <= PROBE_BYTES:
+        return None  # even a full pairing of every element with every other fits
+    from lossdiag import trace
+
+    sizes = batches.second_batch_size(spec, ctx.batch_size)[:2]
+    call = runner.loss.call if runner.via_call else runner.loss
+    if ctx.on_call is not None:
+        ctx.on_call()
+    peak = trace.estimate_peak_bytes(call, lambda b: batches.make(spec, b, ctx.seed), sizes, largest)
+    if peak is not None and peak > PROBE_BYTES:
+        return f"it would build a {peak / 2**20:.0f} MB tensor at batch size {largest} (every sample paired with every other?)"
+    return None
+
+
 def try_layout(runner: LossRunner, proposal: layouts.Proposal, ctx: ProbeContext) -> tuple[Trial, _Accepted | None]:
     """Whether the loss runs on this layout, gives finite values and depends on y_pred."""
     spec, size = proposal.spec, ctx.batch_size
@@ -109,7 +128,7 @@ def try_layout(runner: LossRunner, proposal: layouts.Proposal, ctx: ProbeContext
     def rejected(error: str) -> tuple[Trial, None]:
         return Trial(spec, proposal.origin, proposal.reason, error), None
 
-    if (too_big := _too_big(spec, size)) is not None:
+    if (too_big := _too_big(spec, size) or _explodes(runner, spec, ctx)) is not None:
         return rejected(too_big)
     batch = batches.make(spec, size, ctx.seed)
     try:
@@ -196,20 +215,20 @@ def _coupling(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> Coupling
 
 
 def _pairing_free(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> bool:
-    """The value stays when targets (or predictions) are handed to other samples, though it follows them:
-    every prediction was compared with every target."""
+    """The value follows the targets, yet stays when the targets (or the predictions) are handed to other
+    samples: every prediction was compared with every target. A loss that ignores its targets has no
+    pairing to measure."""
     y_true, y_pred = acc.batch
     other = batches.make(acc.proposal.spec, ctx.batch_size, ctx.seed, salt=3)
-    for rolled, changed in (
-        ((batches.roll(y_true), y_pred), (other[0], y_pred)),
-        ((y_true, batches.roll(y_pred)), (y_true, other[1])),
-    ):
-        try:
-            if _close(runner.raw(*rolled), acc.out) and not _close(runner.raw(*changed), acc.out):
-                return True
-        except UserLossError:
-            continue
-    return False
+    try:
+        if _close(runner.raw(other[0], y_pred), acc.out):
+            return False  # the targets do not matter here
+        return any(
+            _close(runner.raw(*rolled), acc.out)
+            for rolled in ((batches.roll(y_true), y_pred), (y_true, batches.roll(y_pred)))
+        )
+    except UserLossError:
+        return False
 
 
 def _boundary(runner: LossRunner, spec: ProbeSpec, ctx: ProbeContext) -> str | None:

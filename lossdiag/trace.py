@@ -10,6 +10,7 @@ user's own files, so the event points at the line the user wrote, even inside a 
 from __future__ import annotations
 
 import linecache
+import math
 import os
 import re
 import sys
@@ -653,3 +654,35 @@ def _event(
         else:
             message = f"{call} reduced the batch axis away: {shapes}"
     return TraceEvent(kind=kind, op=op_text, file=info.site.file, line=info.site.line, shapes=shapes, message=message)
+
+
+def estimate_peak_bytes(
+    raw_call: Callable[..., Any], make_inputs: Callable[[int], Any], batch_sizes: Sequence[int], at: int
+) -> int | None:
+    """The largest tensor the loss builds at batch size `at`, from graph traces at two small batch sizes.
+
+    Each tensor's element count is fitted as c * B**k (k = 0..3): a (B, B, H, W) pairing is k = 2. None
+    when the loss cannot be traced (a numpy loss): the worker's memory watchdog still applies then.
+    """
+    try:
+        from lossdiag import _tf
+
+        tf, _ = _tf.load()
+        b1, b2 = batch_sizes[0], batch_sizes[1]
+        g1, g2 = (_graph(tf, raw_call, make_inputs, b) for b in (b1, b2))
+    except Exception:  # noqa: BLE001 - an untraceable loss has no estimate
+        return None
+    sizes2 = {t.name: t for op in g2.get_operations() for t in op.outputs}
+    peak = 0
+    for op in g1.get_operations():
+        for t in op.outputs:
+            other = sizes2.get(t.name)
+            if other is None or not t.shape.is_fully_defined() or not other.shape.is_fully_defined():
+                continue
+            n1, n2 = t.shape.num_elements(), other.shape.num_elements()
+            if not n1 or not n2:
+                continue
+            power = min(3, max(0, round(math.log(n2 / n1) / math.log(b2 / b1))))
+            estimate = n1 / b1**power * at**power * max(1, t.dtype.size)
+            peak = max(peak, int(estimate))
+    return peak
