@@ -73,9 +73,9 @@ _FAMILIES: tuple[tuple[str, re.Pattern[str], tuple[ProbeSpec, ...]], ...] = (
         ProbeSpec(("B", 8), ("B", 8), "real"),
     )),
     ("a detection loss", re.compile(r"yolo|ssd|retina|bbox|box|anchor|detect|centernet|heatmap|objectness", re.I), (
-        ProbeSpec(("B", 6, 6, 9), ("B", 6, 6, 9), "probs"),
-        ProbeSpec(("B", 12, 5), ("B", 12, 5), "probs"),
-        ProbeSpec(("B", 6), ("B", 6), "probs"),
+        ProbeSpec(("B", 6, 6, 9), ("B", 6, 6, 9), "binary"),
+        ProbeSpec(("B", 12, 5), ("B", 12, 5), "binary"),
+        ProbeSpec(("B", 6), ("B", 6), "binary"),
     )),
     ("a distribution head", re.compile(r"nll|gauss|likelihood|heterosc|laplace|uncertain|aleatoric|sigma|varian|mdn|mixture", re.I), (
         ProbeSpec(("B", 1), ("B", 2), "real"),
@@ -178,6 +178,7 @@ class _Val:
 
     roots: frozenset[str]  # subset of {"T", "P"}
     exact: bool  # derived elementwise: the same axes as the input
+    width: int | None = None  # the last axis's size, when a constant slice of it set it (`y[..., :4]`: 4)
 
 
 @dataclass
@@ -186,7 +187,26 @@ class _Facts:
 
     rank: int = 0
     sizes: dict[int, int] = field(default_factory=dict)  # axis (>=1 from the left, <0 from the right) -> size
+    spans: dict[int, int] = field(default_factory=dict)  # axis -> widest closed slice (`[:, 0:128]`: 128)
+    tails: dict[int, int] = field(default_factory=dict)  # axis -> start of an open slice (`[:, 128:]`: 128)
+    last: int | None = None  # the last axis's exact size, from an operand it met elementwise
     reshape: tuple[int, ...] | None = None  # a constant reshape target, batch axis left out
+    folds: bool = False  # reshaped to (-1, d): the input is most likely wider than d, folded into rows
+
+    def size(self, axis: int, rank: int) -> int:
+        """The size the code needs of an axis of a tensor of this rank (0: no need)."""
+        keys = (axis, axis - rank)
+        size = max(self.sizes.get(k, 0) for k in keys)
+        tail = max(self.tails.get(k, 0) for k in keys)
+        if tail:  # `x[:, :128]` and `x[:, 128:]`: two halves of the same width
+            size = max(size, tail + max(max(self.spans.get(k, 0) for k in keys), 1))
+        if axis == rank - 1 and self.last:
+            size = self.last
+        return size
+
+    @property
+    def constrained(self) -> bool:
+        return bool(self.sizes or self.tails or self.last)
 
 
 @dataclass
@@ -374,6 +394,7 @@ class _Analyzer:
             return _arith(node.op, left, right)
         self.pairing(left, right)
         self.vector_width(left, right, node)
+        self.slice_meets_whole(left, right)
         return self.merge([left, right], keep_exact=True)
 
     def _Compare(self, node: ast.Compare) -> Any:
@@ -392,7 +413,7 @@ class _Analyzer:
         if isinstance(base, _Val):
             if base.exact and len(base.roots) == 1:
                 self.index(next(iter(base.roots)), node)
-            return _Val(base.roots, False)
+            return _Val(base.roots, False, self.sliced_width(node))
         index = self.expr(node.slice) if not isinstance(node.slice, ast.Slice) else None
         if isinstance(base, (list, tuple)) and isinstance(index, int) and -len(base) <= index < len(base):
             return base[index]
@@ -426,6 +447,25 @@ class _Analyzer:
                     self.ev.true_whole = True
                 elif a.exact:
                     self.ev.true_vs_part = True
+
+    def sliced_width(self, node: ast.Subscript) -> int | None:
+        """`y[..., 1:5]` or `y[:, :, :4]`: the width a constant slice of the last axis leaves."""
+        elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        last = elts[-1] if elts else None
+        if not isinstance(last, ast.Slice) or last.step is not None:
+            return None
+        lower = self.expr(last.lower) if last.lower is not None else 0
+        upper = self.expr(last.upper) if last.upper is not None else None
+        if isinstance(lower, int) and isinstance(upper, int) and 0 <= lower < upper:
+            return upper - lower
+        return None
+
+    def slice_meets_whole(self, left: Any, right: Any) -> None:
+        """`y_true[..., :4] - y_pred`: y_pred's last axis is as wide as that slice."""
+        for part, whole in ((left, right), (right, left)):
+            if isinstance(part, _Val) and isinstance(whole, _Val) and part.width and whole.exact:
+                if len(whole.roots) == 1 and whole.roots != part.roots:
+                    self.ev.facts(next(iter(whole.roots))).last = part.width
 
     def vector_width(self, left: Any, right: Any, node: ast.BinOp) -> None:
         """A constant vector (class weights) times an input: the input's last axis has that many entries."""
@@ -461,6 +501,16 @@ class _Analyzer:
             if size:
                 facts.sizes[a] = max(facts.sizes.get(a, 0), size)
                 self.ev.note(f"`{_snippet(node)}`")
+            if isinstance(e, ast.Slice) and e.step is None:
+                self.slice_extent(facts, a, e)
+
+    def slice_extent(self, facts: _Facts, axis: int, e: ast.Slice) -> None:
+        lower = self.expr(e.lower) if e.lower is not None else 0
+        upper = self.expr(e.upper) if e.upper is not None else None
+        if isinstance(lower, int) and isinstance(upper, int) and 0 <= lower < upper:
+            facts.spans[axis] = max(facts.spans.get(axis, 0), upper - lower)
+        elif upper is None and isinstance(lower, int) and lower > 0:
+            facts.tails[axis] = max(facts.tails.get(axis, 0), lower)
 
     def needed_size(self, e: ast.expr) -> int:
         """How large an axis must be for this index or slice to mean what it says."""
@@ -593,7 +643,9 @@ def _reshape(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, A
         if dims and (dims[0] in (-1, None) or not isinstance(dims[0], int)) and all(
             isinstance(d, int) and d > 0 for d in dims[1:]
         ) and len(dims) > 1:
-            an.ev.facts(next(iter(x.roots))).reshape = tuple(dims[1:])
+            facts = an.ev.facts(next(iter(x.roots)))
+            facts.reshape = tuple(dims[1:])
+            facts.folds = len(dims) == 2
             an.ev.note(f"`{_snippet(node)}`")
     return an.weaken(x)
 
@@ -717,7 +769,8 @@ def _rank(ev: Evidence, base_rank: int, labels: str) -> int:
 
 def _shape(facts: _Facts, base: tuple[int | str, ...], rank: int, classes: int | None) -> tuple[int | str, ...]:
     if facts.reshape is not None:
-        return ("B", *facts.reshape)
+        # (-1, d) folds rows of a wider input (a grid of cells) into the batch axis; other targets are grids
+        return ("B", STEPS * facts.reshape[0]) if facts.folds else ("B", *facts.reshape)
     dims = [int(d) for d in base[1:]]
     while len(dims) + 1 < rank:  # insert middle axes: spatial for images, time steps for sequences
         dims.insert(0, SPATIAL if rank >= 4 else STEPS)
@@ -725,14 +778,13 @@ def _shape(facts: _Facts, base: tuple[int | str, ...], rank: int, classes: int |
         dims[-1] = classes
     out: list[int | str] = ["B"]
     for axis, default in enumerate(dims, start=1):
-        size = max(facts.sizes.get(axis, 0), facts.sizes.get(axis - rank, 0))
-        out.append(size or default)
+        out.append(facts.size(axis, rank) or default)
     return tuple(out)
 
 
 def _indexed_rank(facts: _Facts) -> int:
     """The rank that indices counted from the left imply (`y[:, 1]`: 2), or 0 when they say nothing."""
-    return facts.rank if any(a > 0 for a in facts.sizes) else 0
+    return facts.rank if any(a > 0 for a in (*facts.sizes, *facts.tails, *facts.spans)) else 0
 
 
 def refine(base: ProbeSpec, ev: Evidence) -> list[ProbeSpec]:
@@ -745,17 +797,17 @@ def refine(base: ProbeSpec, ev: Evidence) -> list[ProbeSpec]:
     classes = ev.classes if labels in ("sparse", "onehot") else None
     if labels == "sparse" and base.labels != "sparse" and classes is None:
         classes = max(int(base.y_pred[-1]), CLASSES) if len(base.y_pred) > 1 else CLASSES
-    pred_facts = ev.pred if ev.pred.sizes or ev.pred.reshape or not ev.true.sizes else ev.true
+    pred_facts = ev.pred if ev.pred.constrained or ev.pred.reshape or not ev.true.constrained else ev.true
     y_pred = _shape(pred_facts, base.y_pred, rank, classes)
     if labels == "sparse":
         ids = y_pred[:-1]
         return [ProbeSpec(ids, y_pred, labels), ProbeSpec((*ids, 1), y_pred, labels)]
-    same = y_pred if not ev.true.sizes else _shape(ev.true, base.y_pred, rank, classes)
+    same = y_pred if not ev.true.constrained else _shape(ev.true, base.y_pred, rank, classes)
     if ev.true.reshape is not None:
-        same = ("B", *ev.true.reshape)
+        same = _shape(ev.true, base.y_pred, rank, classes)
     head = (*y_pred[:-1], 1)
     variants = [ProbeSpec(same, y_pred, labels)]
-    if y_pred[-1] != 1 and not ev.true.sizes and not ev.true.reshape:
+    if y_pred[-1] != 1 and not ev.true.constrained and not ev.true.reshape:
         variants.append(ProbeSpec(head, y_pred, labels))
         if ev.true_vs_part and not ev.true_whole:
             variants.reverse()  # y_true met a column of y_pred: it is one target column
@@ -778,7 +830,7 @@ def _informative(ev: Evidence | None) -> bool:
     if ev is None:
         return False
     facts = (ev.true, ev.pred)
-    return bool(ev.votes) or any(f.rank > 2 or f.sizes or f.reshape for f in facts)
+    return bool(ev.votes) or any(f.rank > 2 or f.constrained or f.reshape for f in facts)
 
 
 def propose(obj: Any, names: tuple[str, ...] = ()) -> list[Proposal]:

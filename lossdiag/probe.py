@@ -180,10 +180,13 @@ def batch_axes(shapes: tuple[tuple[int, tuple[int, ...]], ...]) -> list[int]:
 def _growth(runner: LossRunner, batch: batches.Batch, size: int) -> tuple[float, ...]:
     """The reported value for the half batch repeated twice and four times, over its value once."""
     half = batches.head(batch, max(2, size // 2))
-    once = runner.reported(*half)
-    if not once or not math.isfinite(once):
+    try:
+        once = runner.reported(*half)
+        if not once or not math.isfinite(once):
+            return ()
+        out = tuple(runner.reported(*batches.repeat(half, k)) / once for k in (2, 4))
+    except UserLossError:  # a loss that only takes some batch sizes
         return ()
-    out = tuple(runner.reported(*batches.repeat(half, k)) / once for k in (2, 4))
     return out if all(math.isfinite(g) for g in out) else ()
 
 
@@ -261,6 +264,13 @@ def _expected(runner: LossRunner, acc: _Accepted, per_sample: bool) -> tuple[flo
     stand for all of them (the mean of the rows is then the answer); otherwise every sample is run.
     """
     out, size = acc.out, acc.batch[0].shape[0]
+    try:
+        return _expected_values(runner, acc, per_sample, out, size)
+    except UserLossError:  # the loss cannot take one sample alone (a fixed reshape, a batch statistic)
+        return None, False
+
+
+def _expected_values(runner: LossRunner, acc: _Accepted, per_sample: bool, out: Any, size: int) -> tuple[float | None, bool]:
     if per_sample:
         first = _alone(runner, acc.batch, [0, 1])
         rows = [float(out[i].mean()) for i in (0, 1)]
