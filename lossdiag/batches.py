@@ -53,6 +53,21 @@ def roll(array: Any) -> Any:
     return np.roll(array, 1, axis=0)
 
 
+def replacement(spec: ProbeSpec, batch: Batch, seed: int) -> Batch:
+    """Other samples for the coupling probe, whose targets also differ in aggregate: binary labels all
+    flipped to the rarer value, class ids all 0, so a loss that pools the targets (a mean over the batch)
+    cannot miss the change by chance."""
+    other_true, other_pred = make(spec, batch[0].shape[0], seed, salt=1)
+    if spec.labels == "binary":
+        other_true = np.full_like(other_true, 1.0 if float(batch[0].mean()) < 0.5 else 0.0)
+    elif spec.labels == "sparse":
+        other_true = np.zeros_like(other_true)
+    elif spec.labels == "onehot":
+        other_true = np.zeros_like(other_true)
+        other_true[..., 0] = 1.0
+    return other_true, other_pred
+
+
 def replace_samples(batch: Batch, other: Batch, rows: list[int], which: str) -> Batch:
     """`batch` with `rows` taken from `other`: targets, predictions or both."""
     y_true, y_pred = batch[0].copy(), batch[1].copy()

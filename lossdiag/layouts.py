@@ -585,8 +585,9 @@ def _constant(value: Any) -> Any:
     if isinstance(value, (int, float, str, tuple, list)):
         return value
     shape = getattr(value, "shape", None)
-    if isinstance(shape, tuple) and len(shape) == 1 and 0 < shape[0] <= 4096 and hasattr(value, "tolist"):
-        return value.tolist()  # a numpy vector of class weights
+    size = getattr(value, "size", None)
+    if isinstance(shape, tuple) and shape and isinstance(size, int) and 0 < size <= 4096 and hasattr(value, "tolist"):
+        return value.tolist()  # a numpy vector of class weights, or a small table of anchors
     if shape == () and hasattr(value, "item"):
         return value.item()
     return None
@@ -685,6 +686,10 @@ def _vote_call(kind: str) -> Any:
     return handler
 
 
+def _len(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return len(args[0]) if args and isinstance(args[0], (list, tuple, str)) else None
+
+
 def _argmax(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
     if args and isinstance(args[0], _Val) and args[0].roots == {"T"}:
         an.ev.vote("onehot", node)
@@ -705,7 +710,7 @@ def _normalize(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str,
 
 
 _CALL_HANDLERS: dict[str, Any] = {
-    "one_hot": _one_hot, "cast": _cast, "reshape": _reshape, "split": _split, "unstack": _unstack,
+    "one_hot": _one_hot, "cast": _cast, "len": _len, "reshape": _reshape, "split": _split, "unstack": _unstack,
     "argmax": _argmax, "matmul": _pairwise, "dot": _pairwise, "tensordot": _pairwise, "einsum": _pairwise,
     "l2_normalize": _normalize, "normalize": _normalize,
     **{name: _as_constant for name in ("convert_to_tensor", "constant", "variable", "array", "asarray")},

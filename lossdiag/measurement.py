@@ -53,9 +53,9 @@ class Trial:
 
 @dataclass(frozen=True)
 class Coupling:
-    """Changing samples `changed` moved other samples' values by up to `delta`."""
+    """Changing every other sample moved the values of the samples `kept` by up to `delta`."""
 
-    changed: tuple[int, ...]
+    kept: tuple[int, ...]
     delta: float
     via: str  # "targets" | "predictions" | "both": which input of the changed samples mattered
 
@@ -92,7 +92,7 @@ class Layout:
         values["shapes"] = tuple((int(b), tuple(int(d) for d in s)) for b, s in data["shapes"])
         values["growth"] = tuple(data["growth"])
         values["coupling"] = None if data["coupling"] is None else Coupling(
-            tuple(data["coupling"]["changed"]), data["coupling"]["delta"], data["coupling"]["via"]
+            tuple(data["coupling"]["kept"]), data["coupling"]["delta"], data["coupling"]["via"]
         )
         return cls(**values)
 

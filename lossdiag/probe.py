@@ -84,6 +84,7 @@ class _Accepted:
     batch: batches.Batch
     out: Any
     shapes: tuple[tuple[int, tuple[int, ...]], ...]
+    idle: bool = False  # the output does not depend on y_pred here
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -138,8 +139,7 @@ def try_layout(runner: LossRunner, proposal: layouts.Proposal, ctx: ProbeContext
         moved = runner.raw(batch[0], batches.make(spec, size, ctx.seed, salt=2)[1])
     except UserLossError as exc:
         return rejected(str(exc))
-    if _close(out, moved):
-        return rejected(f"its output does not depend on y_pred here (shape {tuple(out.shape)})")
+    idle = _close(out, moved)
     shapes = [(size, tuple(out.shape))]
     for other in batches.second_batch_size(spec, size):
         try:
@@ -147,21 +147,34 @@ def try_layout(runner: LossRunner, proposal: layouts.Proposal, ctx: ProbeContext
             break
         except UserLossError:
             continue
-    trial = Trial(spec, proposal.origin, proposal.reason)
-    return trial, _Accepted(proposal, batch, out, tuple(sorted(shapes)))
+    accepted = _Accepted(proposal, batch, out, tuple(sorted(shapes)), idle)
+    if idle:
+        return Trial(spec, proposal.origin, proposal.reason, f"its output does not depend on y_pred here (shape {tuple(out.shape)})"), accepted
+    return Trial(spec, proposal.origin, proposal.reason), accepted
 
 
 def find_layout(
     runner: LossRunner, proposals: list[layouts.Proposal], ctx: ProbeContext
 ) -> tuple[tuple[Trial, ...], _Accepted | None]:
-    """The first proposal the loss runs on and depends on; every trial, for the report."""
+    """The first proposal the loss runs on and depends on; every trial, for the report.
+
+    A loss whose output depends on y_pred on no layout at all (it returns a constant) is measured on
+    the first layout it ran on: what it lacks is a gradient, and LD202 says so.
+    """
     trials: list[Trial] = []
+    idle: tuple[int, _Accepted] | None = None
     for proposal in proposals[:MAX_TRIALS]:
         trial, accepted = try_layout(runner, proposal, ctx)
         trials.append(trial)
-        if accepted is not None:
+        if accepted is not None and not accepted.idle:
             return tuple(trials), accepted
-    return tuple(trials), None
+        if accepted is not None and idle is None:
+            idle = (len(trials) - 1, accepted)
+    if idle is None:
+        return tuple(trials), None
+    index, accepted = idle
+    trials[index] = replace(trials[index], error=None)
+    return tuple(trials), accepted
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,31 +203,35 @@ def _growth(runner: LossRunner, batch: batches.Batch, size: int) -> tuple[float,
     return out if all(math.isfinite(g) for g in out) else ()
 
 
+KEPT = 4  # samples kept while every other sample is replaced, in the coupling probe
+
+
 def _coupling(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> Coupling | None:
-    """Replace the first and last samples; no other sample's value may move."""
+    """Replace every sample but the first few: their values must not move. (Replacing all the others, not
+    one or two, also catches a coupling through the batch's extreme, such as `K.max(x, 0)`.)"""
     axes = batch_axes(acc.shapes)
     size = ctx.batch_size
-    if len(axes) != 1 or size < 3:
+    if len(axes) != 1 or size <= KEPT:
         return None
-    axis, ends = axes[0], [0, size - 1]
-    other = batches.make(acc.proposal.spec, size, ctx.seed, salt=1)
+    axis, changed = axes[0], list(range(KEPT, size))
+    other = batches.replacement(acc.proposal.spec, acc.batch, ctx.seed)
 
     def moved(which: str) -> float:
         try:
-            out = runner.raw(*batches.replace_samples(acc.batch, other, ends, which))
+            out = runner.raw(*batches.replace_samples(acc.batch, other, changed, which))
         except UserLossError:
             return 0.0
         if out.shape != acc.out.shape:
             return 0.0
-        diff = np.abs(np.delete(out, ends, axis=axis) - np.delete(acc.out, ends, axis=axis))
-        limit = 1e-6 + 1e-4 * float(np.abs(acc.out).max())
-        return float(diff.max()) if diff.size and float(diff.max()) > limit else 0.0
+        kept = np.take(out, range(KEPT), axis=axis) - np.take(acc.out, range(KEPT), axis=axis)
+        diff = float(np.abs(kept).max()) if kept.size else 0.0
+        return diff if diff > 1e-6 + 1e-4 * float(np.abs(acc.out).max()) else 0.0
 
     delta = moved("both")
     if not delta:
         return None
     via = [w for w in ("targets", "predictions") if moved(w)]
-    return Coupling(tuple(ends), delta, via[0] if len(via) == 1 else "both")
+    return Coupling(tuple(range(KEPT)), delta, via[0] if len(via) == 1 else "both")
 
 
 def _pairing_free(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> bool:
@@ -260,8 +277,9 @@ def _alone(runner: LossRunner, batch: batches.Batch, rows: range | list[int]) ->
 def _expected(runner: LossRunner, acc: _Accepted, per_sample: bool) -> tuple[float | None, bool]:
     """Mean over samples of the Keras-reported value of each sample alone; and whether one was nonfinite.
 
-    For an uncoupled per-sample output, two samples alone that match their rows of the batch output
-    stand for all of them (the mean of the rows is then the answer); otherwise every sample is run.
+    For an uncoupled per-sample output, a sample alone that matches its row of the batch output stands
+    for all of them (the mean of the rows is then the answer: a division by the batch size would show
+    in that one row); otherwise every sample is run.
     """
     out, size = acc.out, acc.batch[0].shape[0]
     try:
@@ -272,9 +290,8 @@ def _expected(runner: LossRunner, acc: _Accepted, per_sample: bool) -> tuple[flo
 
 def _expected_values(runner: LossRunner, acc: _Accepted, per_sample: bool, out: Any, size: int) -> tuple[float | None, bool]:
     if per_sample:
-        first = _alone(runner, acc.batch, [0, 1])
-        rows = [float(out[i].mean()) for i in (0, 1)]
-        if all(math.isfinite(v) for v in first) and np.allclose(first, rows, rtol=1e-4, atol=1e-6):
+        first = _alone(runner, acc.batch, [0])
+        if math.isfinite(first[0]) and np.allclose(first, [float(out[0].mean())], rtol=1e-4, atol=1e-6):
             return float(out.mean()), False
     values = _alone(runner, acc.batch, range(size))
     if not all(math.isfinite(v) for v in values):
@@ -294,22 +311,26 @@ def measure_layout(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> Lay
     axes = batch_axes(acc.shapes)
     reported, gradient = _gradient(runner, acc, ctx)
     coupling = _coupling(runner, acc, ctx)
+    reduction = reduction_of(runner.loss)
     per_sample = axes == [0] and coupling is None and runner.via_call
     expected, alone_nonfinite = _expected(runner, acc, per_sample)
+    # An uncoupled per-sample output under Keras' own averaging cannot grow with the batch, and cannot
+    # ignore the pairing of targets with predictions: those probes are only run where they can show something.
+    plain = per_sample and reduction is None
     return Layout(
         spec=acc.proposal.spec,
         origin=acc.proposal.origin,
         reason=acc.proposal.reason,
         shapes=acc.shapes,
         reported=reported,
-        growth=_growth(runner, acc.batch, ctx.batch_size),
+        growth=(1.0, 1.0) if plain else _growth(runner, acc.batch, ctx.batch_size),
         coupling=coupling,
-        pairing_free=_pairing_free(runner, acc, ctx),
+        pairing_free=False if plain else _pairing_free(runner, acc, ctx),
         boundary=_boundary(runner, acc.proposal.spec, ctx),
         gradient=gradient,
         expected=expected,
         alone_nonfinite=alone_nonfinite,
-        reduction=reduction_of(runner.loss) if not hasattr(runner.loss, "_fn_kwargs") else None,
+        reduction=reduction,
         via_call=runner.via_call,
     )
 

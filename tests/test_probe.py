@@ -60,7 +60,7 @@ class TestMeasurements:
             return ce / (ops.mean(ce) + 1.0)
 
         layout = _measure(coupled_unclipped).layout
-        assert layout.coupling is not None and layout.coupling.changed == (0, 31) and layout.coupling.delta > 0
+        assert layout.coupling is not None and layout.coupling.kept == (0, 1, 2, 3) and layout.coupling.delta > 0
         assert layout.boundary is not None and layout.boundary.startswith("NaN in")
         rounded = _measure(lambda t, p: ops.mean(ops.abs(t - ops.round(p)), axis=-1)).layout
         assert rounded.gradient == "none"

@@ -40,8 +40,8 @@ SCALAR = ((7, ()), (32, ()))
         (((7, (14,)), (32, (64,))), (1.0, 1.0), {}, "LD103"),  # batch flattened with features
         (((7, (7, 7)), (32, (32, 32))), (1.0, 1.0), {}, "LD104"),  # (B, B)
         (SCALAR, (1.0, 1.0), {"pairing_free": True}, "LD104"),  # a pairing pooled into a scalar
-        (PER_SAMPLE, (1.0, 1.0), {"coupling": Coupling((0, 31), 0.1, "both")}, "LD105"),
-        (PER_SAMPLE, (1.0, 1.0), {"coupling": Coupling((0, 31), 0.1, "targets"), "cross_op": "(B,) - (B, 1) -> (B, B)"},
+        (PER_SAMPLE, (1.0, 1.0), {"coupling": Coupling((0, 1, 2, 3), 0.1, "both")}, "LD105"),
+        (PER_SAMPLE, (1.0, 1.0), {"coupling": Coupling((0, 1, 2, 3), 0.1, "targets"), "cross_op": "(B,) - (B, 1) -> (B, B)"},
          "LD104"),
         (PER_SAMPLE, (2.0, 4.0), {"reduction": "sum"}, "LD101"),  # a per-sample call() with reduction="sum"
         (PER_SAMPLE, (1.0, 1.0), {"expected": 32.0}, "LD105"),  # divided by the batch size

@@ -106,7 +106,7 @@ def _rank_changes(m: LossMeasurement, layout: Layout, shapes: Shapes) -> Detecti
 def _paired(m: LossMeasurement, layout: Layout, shapes: Shapes) -> Detection | None:
     if len(shapes.batch) >= 2 or shapes.squared:
         what = "two axes follow the batch size" if len(shapes.batch) >= 2 else "an axis holds batch size × batch size"
-    elif layout.pairing_free:
+    elif layout.pairing_free and not is_sum(layout):  # Σ(t - p) ignores the pairing too, but is a plain sum
         what = (
             "the value stays the same when the targets are handed to other samples, though it changes with "
             "the targets themselves: every prediction was compared with every target"
@@ -148,11 +148,11 @@ def _one_batch_axis(m: LossMeasurement, layout: Layout, shapes: Shapes) -> Detec
         return None
     if layout.coupling is not None:
         coupling = layout.coupling
-        changed = " and ".join(f"sample {j}" for j in coupling.changed)
-        via = "" if coupling.via == "both" else f" (their {coupling.via})"
+        kept = f"samples {coupling.kept[0]}–{coupling.kept[-1]}" if len(coupling.kept) > 1 else f"sample {coupling.kept[0]}"
+        via = "" if coupling.via == "both" else f" (only their {coupling.via})"
         return Detection(
             "LD105",
-            f"{_where(m)}: changing {changed}{via} moved other samples' values by up to "
+            f"{_where(m)}: changing the other samples{via} moved the values of {kept} by up to "
             f"{text.number(coupling.delta)}; each sample's loss depends on the rest of the batch.",
             "compute each sample's loss from that sample alone; if the coupling is intended (batch-hard mining, "
             "in-batch negatives), suppress it with `# lossdiag: ignore[LD105]`",
