@@ -1,0 +1,73 @@
+"""Layout inference reads what a loss's code needs of its inputs, and proposes that layout first."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from lossdiag import layouts
+from lossdiag.measurement import ProbeSpec
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+import layout_samples as samples  # noqa: E402
+
+
+def first(name: str) -> layouts.Proposal:
+    return layouts.propose(getattr(samples, name), (name,))[0]
+
+
+@pytest.mark.parametrize(
+    "name, spec",
+    [
+        ("seed_slices", "y_true=B,2;y_pred=B,2;labels=binary"),  # `yz[:, 1]`: two columns
+        ("per_image_dice", "y_true=B,16,16,1;y_pred=B,16,16,1;labels=binary"),  # axis=[1, 2, 3] and the name
+        ("token_ce", "y_true=B,6;y_pred=B,6,5;labels=sparse"),  # sparse CE, the name `token`
+        ("triplet", "y_true=B,384;y_pred=B,384;labels=binary"),  # three 128-wide slices
+        ("gaussian_nll", "y_true=B,1;y_pred=B,2;labels=real"),  # [mean, log-variance]: real, no boundary probe
+        ("yolo", "y_true=B,7,7,30;y_pred=B,7,7,30;labels=binary"),  # a constant reshape target: the grid
+        ("cells_folded", "y_true=B,48;y_pred=B,48;labels=binary"),  # (-1, 8) folds a wider input into rows
+        ("sparse_focal", "y_true=B;y_pred=B,10;labels=sparse"),  # one_hot(cast(y_true, int32), depth=10)
+        ("quantile", "y_true=B,1;y_pred=B,3;labels=real"),  # y_pred[:, i] for i over three quantiles
+        ("ssim_loss", "y_true=B,16,16,3;y_pred=B,16,16,3;labels=probs"),  # SSIM needs images
+        ("anchors_box", "y_true=B,12,5;y_pred=B,12,4;labels=binary"),  # y_true[:, :, :4] meets y_pred whole
+        ("query_key", "y_true=B,256;y_pred=B,256;labels=binary"),  # [:, :128] and [:, 128:]: two halves
+        ("weighted_cce", "y_true=B,3;y_pred=B,3;labels=binary"),  # three class weights times y_true
+        ("third_column", "y_true=B,3;y_pred=B,3;labels=binary"),  # a lambda indexing column 2
+        ("dice_partial", "y_true=B,16,16,1;y_pred=B,16,16,1;labels=binary"),  # through functools.partial
+    ],
+)
+def test_the_code_decides_the_first_layout(name, spec):
+    assert first(name).spec.text() == spec
+
+
+def test_a_loss_without_hints_gets_the_ladder():
+    proposals = layouts.propose(samples.no_hints, ("no_hints",))
+    assert [p.spec for p in proposals] == list(layouts.LADDER)
+    assert all(p.origin == "ladder" for p in proposals)
+
+
+def test_reasons_quote_the_code():
+    proposal = first("triplet")
+    assert proposal.origin == "source" and "`y_pred[:, 0:EMB]`" in proposal.reason
+
+
+def test_the_ladder_still_follows_the_inferred_layouts():
+    """A wrong inference must not hide a layout the loss runs on: the default ladder comes after."""
+    specs = [p.spec for p in layouts.propose(samples.triplet, ("triplet",))]
+    assert specs[0] == ProbeSpec(("B", 384), ("B", 384), "binary")
+    assert set(layouts.LADDER) <= set(specs)
+
+
+def test_unreadable_source_falls_back_to_the_ladder():
+    proposals = layouts.propose(len, ("len",))
+    assert proposals[0].spec == layouts.LADDER[0]
+
+
+def test_fixed_axes_never_equal_a_batch_size_the_prober_uses():
+    from lossdiag import batches
+
+    for spec in layouts.LADDER:
+        fixed = {int(d) for d in (*spec.y_true, *spec.y_pred) if d != "B"}
+        assert not fixed & {32, *batches.second_batch_size(spec, 32)[:1]}
