@@ -54,6 +54,22 @@ def report() -> dict:
     return run_json(*(str(p.relative_to(ROOT)) for p in fixture_files()))
 
 
+@pytest.fixture(scope="module")
+def report_untraced() -> dict:
+    return run_json(*(str(p.relative_to(ROOT)) for p in fixture_files()), "--no-trace")
+
+
+def test_no_trace_changes_where_findings_point_never_their_codes(report, report_untraced):
+    """Issue 10: the verdict is a measurement; the trace only locates it."""
+
+    def codes(data: dict) -> dict:
+        return {r["id"]: sorted(f["code"] for f in r["findings"]) for r in data["results"]}
+
+    assert codes(report_untraced) == codes(report)
+    assert any(f["related"] for r in report["results"] for f in r["findings"])
+    assert not any(f["related"] for r in report_untraced["results"] for f in r["findings"])
+
+
 def test_the_fixture_set_is_not_empty():
     names = {p.name for p in fixture_files()}
     assert {"seed_losses.py", "batch_axis.py", "numerics.py", "shapes.py", "loss_objects.py"} <= names
