@@ -117,3 +117,10 @@ def second_batch_size(spec: ProbeSpec, batch_size: int) -> list[int]:
     axis is the only one that follows the batch size)."""
     fixed = {int(d) for d in (*spec.y_true, *spec.y_pred) if d != "B"}
     return [b for b in (7, 5, 9, 11, 13, 3) if b != batch_size and b not in fixed]
+
+
+def trace_batch_sizes(spec: ProbeSpec) -> tuple[int, int]:
+    """Two small batch sizes for graph traces, coprime to the usual widths and unlike any fixed axis."""
+    fixed = {int(d) for d in (*spec.y_true, *spec.y_pred) if d != "B"}
+    sizes = [b for b in (7, 11, 13, 5, 9, 3) if b not in fixed]
+    return sizes[0], sizes[1]

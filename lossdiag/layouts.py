@@ -124,14 +124,22 @@ def _user_method(obj: Any) -> tuple[Any, Any] | None:
     return None
 
 
+def _callable_of(obj: Any) -> tuple[Any, Any]:
+    """(the callable that computes the loss, the Loss instance when it is a method)."""
+    fn = getattr(obj, "fn", None) if hasattr(obj, "_fn_kwargs") else None
+    if fn is not None:
+        return fn, None
+    if not inspect.isroutine(obj) and not isinstance(obj, functools.partial):
+        method = _user_method(obj)
+        if method is not None:
+            return method
+    return obj, None
+
+
 def find_code(obj: Any) -> LossCode | None:
     """The function behind a Keras wrapper, partial, swapped wrapper, Loss instance or plain callable."""
     bound: dict[str, Any] = dict(getattr(obj, "_fn_kwargs", {}) or {})
-    owner = None
-    fn = getattr(obj, "fn", None) if hasattr(obj, "_fn_kwargs") else None
-    if fn is None:
-        method = _user_method(obj) if not inspect.isroutine(obj) and not isinstance(obj, functools.partial) else None
-        fn, owner = method if method else (obj, None)
+    fn, owner = _callable_of(obj)
     swapped = bool(getattr(fn, "lossdiag_swapped", False))
     fn = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
     if isinstance(fn, functools.partial):
@@ -479,22 +487,9 @@ class _Analyzer:
     def index(self, root: str, node: ast.Subscript) -> None:
         elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
         facts = self.ev.facts(root)
-        ellipsis = next((i for i, e in enumerate(elts) if isinstance(e, ast.Constant) and e.value is Ellipsis), None)
         consumed = [e for e in elts if not (isinstance(e, ast.Constant) and e.value in (None, Ellipsis))]
         facts.rank = max(facts.rank, len(consumed))
-        axis_of: list[int | None] = []
-        axis = 0
-        for i, e in enumerate(elts):
-            if ellipsis is not None and i == ellipsis:
-                axis = -(len(elts) - i - 1)
-                axis_of.append(None)
-                continue
-            if isinstance(e, ast.Constant) and e.value is None:
-                axis_of.append(None)
-                continue
-            axis_of.append(axis)
-            axis += 1
-        for e, a in zip(elts, axis_of):
+        for e, a in zip(elts, _axes_of(elts)):
             if a is None or a == 0:
                 continue
             size = self.needed_size(e)
@@ -601,6 +596,19 @@ def _as_constant(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[st
     return first if isinstance(first, _Val) else None
 
 
+def _axes_of(elts: list[ast.expr]) -> list[int | None]:
+    """The axis each subscript element indexes: from the left, or from the right after an ellipsis."""
+    out: list[int | None] = []
+    axis = 0
+    for i, e in enumerate(elts):
+        marker = isinstance(e, ast.Constant) and e.value in (None, Ellipsis)
+        if marker and e.value is Ellipsis:  # type: ignore[union-attr]
+            axis = -(len(elts) - i - 1)
+        out.append(None if marker else axis)
+        axis += 0 if marker else 1
+    return out
+
+
 def _arith(op: ast.operator, a: float, b: float) -> Any:
     try:
         result = {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}.get(type(op))
@@ -657,13 +665,12 @@ def _split(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any
     axis = args[2] if len(args) > 2 else kwargs.get("axis", 0)
     if not isinstance(x, _Val):
         return None
-    count = len(parts) if isinstance(parts, list) else parts if isinstance(parts, int) else 0
-    if x.exact and len(x.roots) == 1 and isinstance(axis, int) and axis != 0 and count:
-        size = sum(p for p in parts if isinstance(p, int)) if isinstance(parts, list) else count
+    sizes = parts if isinstance(parts, list) else [1] * parts if isinstance(parts, int) else []
+    if x.exact and len(x.roots) == 1 and isinstance(axis, int) and axis != 0 and sizes:
         facts = an.ev.facts(next(iter(x.roots)))
-        facts.sizes[axis] = max(facts.sizes.get(axis, 0), size)
+        facts.sizes[axis] = max(facts.sizes.get(axis, 0), sum(p for p in sizes if isinstance(p, int)))
         an.ev.note(f"`{_snippet(node)}`")
-    return [_Val(x.roots, False)] * count if count else _Val(x.roots, False)
+    return [_Val(x.roots, False)] * len(sizes) if sizes else _Val(x.roots, False)
 
 
 def _unstack(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -792,6 +799,25 @@ def _indexed_rank(facts: _Facts) -> int:
     return facts.rank if any(a > 0 for a in (*facts.sizes, *facts.tails, *facts.spans)) else 0
 
 
+def _classes(ev: Evidence, base: ProbeSpec, labels: str) -> int | None:
+    """The class count a sparse or one-hot layout needs: the code's `depth`, else at least CLASSES."""
+    classes = ev.classes if labels in ("sparse", "onehot") else None
+    if labels == "sparse" and base.labels != "sparse" and classes is None:
+        classes = max(int(base.y_pred[-1]), CLASSES) if len(base.y_pred) > 1 else CLASSES
+    return classes
+
+
+def _targets(ev: Evidence, base: ProbeSpec, y_pred: tuple[int | str, ...], rank: int, labels: str) -> list[tuple[int | str, ...]]:
+    """y_true's shapes for a non-sparse layout: y_pred's, its own where the code says so, or one column."""
+    true = ev.true
+    same = _shape(true, base.y_pred, rank, None) if true.constrained or true.reshape is not None else y_pred
+    if y_pred[-1] == 1 or true.constrained or true.reshape is not None:
+        return [same]
+    head = (*y_pred[:-1], 1)
+    # y_true met a column of y_pred, never all of it: it is one target column
+    return [head, same] if ev.true_vs_part and not ev.true_whole else [same, head]
+
+
 def refine(base: ProbeSpec, ev: Evidence) -> list[ProbeSpec]:
     """The base layout bent to what the source says; [] when the base contradicts it (another rank)."""
     labels = _labels(ev, base.labels)
@@ -799,24 +825,12 @@ def refine(base: ProbeSpec, ev: Evidence) -> list[ProbeSpec]:
     indexed = max(_indexed_rank(ev.pred), _indexed_rank(ev.true) if labels != "sparse" else 0)
     if indexed and rank != indexed and ev.pred.reshape is None:
         return []
-    classes = ev.classes if labels in ("sparse", "onehot") else None
-    if labels == "sparse" and base.labels != "sparse" and classes is None:
-        classes = max(int(base.y_pred[-1]), CLASSES) if len(base.y_pred) > 1 else CLASSES
     pred_facts = ev.pred if ev.pred.constrained or ev.pred.reshape or not ev.true.constrained else ev.true
-    y_pred = _shape(pred_facts, base.y_pred, rank, classes)
+    y_pred = _shape(pred_facts, base.y_pred, rank, _classes(ev, base, labels))
     if labels == "sparse":
         ids = y_pred[:-1]
         return [ProbeSpec(ids, y_pred, labels), ProbeSpec((*ids, 1), y_pred, labels)]
-    same = y_pred if not ev.true.constrained else _shape(ev.true, base.y_pred, rank, classes)
-    if ev.true.reshape is not None:
-        same = _shape(ev.true, base.y_pred, rank, classes)
-    head = (*y_pred[:-1], 1)
-    variants = [ProbeSpec(same, y_pred, labels)]
-    if y_pred[-1] != 1 and not ev.true.constrained and not ev.true.reshape:
-        variants.append(ProbeSpec(head, y_pred, labels))
-        if ev.true_vs_part and not ev.true_whole:
-            variants.reverse()  # y_true met a column of y_pred: it is one target column
-    return variants
+    return [ProbeSpec(y_true, y_pred, labels) for y_true in _targets(ev, base, y_pred, rank, labels)]
 
 
 def _base_specs(names: tuple[str, ...]) -> list[tuple[ProbeSpec, str, str]]:

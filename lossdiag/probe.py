@@ -112,7 +112,7 @@ def _explodes(runner: LossRunner, spec: ProbeSpec, ctx: ProbeContext) -> str | N
         return None  # even a full pairing of every element with every other fits
     from lossdiag import trace
 
-    sizes = batches.second_batch_size(spec, ctx.batch_size)[:2]
+    sizes = batches.trace_batch_sizes(spec)
     call = runner.loss.call if runner.via_call else runner.loss
     if ctx.on_call is not None:
         ctx.on_call()
@@ -388,6 +388,7 @@ def _with_trace(runner: LossRunner, m: LossMeasurement, ctx: ProbeContext) -> Lo
     assert m.layout is not None
     spec = m.layout.spec
     call = runner.loss.call if runner.via_call else runner.loss
-    result = trace.trace_loss(call, lambda b: batches.make(spec, b, ctx.seed), on_call=ctx.on_call)
+    make = lambda b: batches.make(spec, b, ctx.seed)  # noqa: E731
+    result = trace.trace_loss(call, make, batch_sizes=batches.trace_batch_sizes(spec), on_call=ctx.on_call)
     layout = replace(m.layout, cross_op=result.cross_op)
     return replace(m, layout=layout, trace=result.trace if ctx.trace else None)

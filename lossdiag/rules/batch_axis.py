@@ -34,12 +34,17 @@ class Shapes:
         rank = ranks.pop()
         batch = tuple(i for i in range(rank) if all(s[i] == b for b, s in shapes))
         squared = any(all(s[i] == b * b for b, s in shapes) for i in range(rank))
-        merged = tuple(
-            i for i in range(rank)
-            if i not in batch and len(shapes) > 1 and len({s[i] / b for b, s in shapes}) == 1
-            and (s0 := shapes[0][1][i] / shapes[0][0]) > 1 and float(s0).is_integer()
-        )  # fmt: skip
+        merged = tuple(i for i in range(rank) if i not in batch and _multiple(shapes, i))
         return cls(batch, merged, squared, True, size)
+
+
+def _multiple(shapes: tuple[tuple[int, tuple[int, ...]], ...], axis: int) -> bool:
+    """An axis that is the same whole multiple (B*k, k > 1) of the batch size at every size tried."""
+    if len(shapes) < 2:
+        return False
+    factors = {s[axis] / b for b, s in shapes}
+    factor = factors.pop()
+    return not factors and factor > 1 and float(factor).is_integer()
 
 
 def is_sum(layout: Layout) -> bool:
