@@ -456,7 +456,8 @@ def _child_globals(tables: Iterable[symtable.SymbolTable]) -> set[str]:
     todo = list(tables)
     while todo:
         table = todo.pop()
-        out |= {s.get_name() for s in table.get_symbols() if s.is_global() and s.is_referenced()}
+        # `global n` too: `n += 1` in a function reads the module's `n` (symtable calls it assigned only)
+        out |= {s.get_name() for s in table.get_symbols() if s.is_global() and (s.is_referenced() or s.is_declared_global())}
         todo += table.get_children()
     return out
 

@@ -93,6 +93,20 @@ def test_mutations_loops_and_if_blocks_that_fill_a_needed_name_are_kept():
     assert [r.text for r in plan.skipped] == ["unrelated = [0]"]  # the loop variable `i` pulls in nothing
 
 
+def test_a_global_the_loss_updates_is_kept():
+    analysis, plan = plan_of(
+        """\
+        CALLS = 0
+        def counting_loss(y_true, y_pred):
+            global CALLS
+            CALLS += 1
+            return y_true
+        """,
+        {"counting_loss"},
+    )
+    assert kept_lines(analysis, plan) == [1, 2]
+
+
 def test_a_fit_that_reads_a_needed_name_is_still_skipped():
     analysis, plan = plan_of(
         """\
