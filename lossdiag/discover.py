@@ -176,6 +176,8 @@ def _required_kwonly(args: ast.arguments) -> int:
 
 def _param_role(name: str) -> str | None:
     tokens = [t.lower() for t in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", name)]
+    if len(tokens) > 1:  # a lone letter says something only on its own (`y`, `p`), not in `p_flat`
+        tokens = [t for t in tokens if len(t) > 1]
     if any(t in _PRED_TOKENS or (t.endswith("hat") and len(t) > 3) for t in tokens):
         return "prediction"
     if any(t in _TARGET_TOKENS for t in tokens):
@@ -201,7 +203,7 @@ def looks_like_loss(name: str, params: list[str]) -> bool:
         return True
     if len(params) >= 2 and bool(_TARGET_WORDS.search(params[0]) or _PRED_WORDS.search(params[1])):
         return True
-    return param_order(params) is not None
+    return not name.startswith("_") and param_order(params) is not None  # `_helper(t, p)` is a helper
 
 
 def _loss_params(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> list[str] | None:
@@ -426,22 +428,34 @@ def _dict_values(value: ast.expr, module_dicts: dict[str, ast.Dict]) -> list[ast
 
 
 def _call_uses(call: ast.Call, module_dicts: dict[str, ast.Dict]) -> list[_Use]:
-    out: list[_Use] = []
-    func = call.func
     keywords = {kw.arg: kw.value for kw in call.keywords if kw.arg}
-    if isinstance(func, ast.Attribute) and func.attr == "compile":
-        loss = keywords.get("loss", call.args[1] if len(call.args) > 1 else None)
-        metrics = [keywords[k] for k in ("metrics", "weighted_metrics") if k in keywords]
-        out += [_Use(node, "compile", output) for node, output in _per_output(loss)] if loss is not None else []
-        out += [_Use(node, "metrics") for value in metrics for node in _flatten(value)]
+    out = _compile_uses(call, keywords)
+    func = call.func
     if isinstance(func, ast.Attribute) and func.attr == "get" and call.args:
-        if _dotted_text(func.value).rsplit(".", 1)[-1] == "losses":
+        if _dotted_text(func.value).rsplit(".", 1)[-1] == "losses":  # keras.losses.get(fn)
             out.append(_Use(call.args[0], "losses.get"))
-    if "custom_objects" in keywords:
-        out += [_Use(node, "custom_objects") for node in _dict_values(keywords["custom_objects"], module_dicts)]
-    registers = isinstance(func, ast.Attribute) and func.attr == "update" and _call_name(func.value) == "get_custom_objects"
-    if (registers or _call_name(call) in ("custom_object_scope", "CustomObjectScope")) and call.args:
-        out += [_Use(node, "custom_objects") for node in _dict_values(call.args[0], module_dicts)]
+    registry = None
+    if "custom_objects" in keywords:  # load_model(..., custom_objects={...})
+        registry = keywords["custom_objects"]
+    elif call.args and (
+        (isinstance(func, ast.Attribute) and func.attr == "update" and _call_name(func.value) == "get_custom_objects")
+        or _call_name(call) in ("custom_object_scope", "CustomObjectScope")
+    ):
+        registry = call.args[0]
+    if registry is not None:
+        out += [_Use(node, "custom_objects") for node in _dict_values(registry, module_dicts)]
+    return out
+
+
+def _compile_uses(call: ast.Call, keywords: dict[str | None, ast.expr]) -> list[_Use]:
+    """`*.compile(optimizer, loss, ..., metrics=...)`: the losses per output, and the metrics."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "compile"):
+        return []
+    loss = keywords.get("loss", call.args[1] if len(call.args) > 1 else None)
+    out = [_Use(node, "compile", output) for node, output in _per_output(loss)] if loss is not None else []
+    for key in ("metrics", "weighted_metrics"):
+        if key in keywords:
+            out += [_Use(node, "metrics") for node in _flatten(keywords[key])]
     return out
 
 
@@ -569,26 +583,37 @@ def _constructor_needs(node: ast.ClassDef, classes: dict[str, ast.ClassDef], dep
     return []
 
 
-def _drop_covered_classes(found: list[AstCandidate], tree: ast.Module) -> list[AstCandidate]:
-    """A Loss class that needs constructor arguments is checked through what builds it, if anything does."""
-    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
-    values: dict[str, ast.expr] = {}
-    for node in tree.body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-            values[_assigned_name(node)] = node.value
+def _built_classes(found: list[AstCandidate], tree: ast.Module) -> set[str]:
+    """Names of the classes that the module's instances, compile() calls and factories construct."""
+    values = {
+        _assigned_name(node): node.value
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+    }
+    factories = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     built: set[str] = set()
     for c in found:
         if c.kind == "assign" and c.name in values:
             built.add(_call_name(values[c.name]))
         elif c.kind == "expr" and c.expr is not None:
             built.add(_call_name(ast.parse(c.expr, mode="eval").body))
-        elif c.kind == "factory":
-            factory = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == c.name), None)
-            built |= {_call_name(r.value) for r in ast.walk(factory or ast.Pass()) if isinstance(r, ast.Return) and r.value}
-    return [
-        c for c in found
-        if not (c.kind == "class" and c.name in built and c.name in classes and _constructor_needs(classes[c.name], classes))
-    ]
+        elif c.kind == "factory" and c.name in factories:
+            returns = [r.value for r in ast.walk(factories[c.name]) if isinstance(r, ast.Return) and r.value]
+            built |= {_call_name(value) for value in returns}
+    return built
+
+
+def _drop_covered_classes(found: list[AstCandidate], tree: ast.Module) -> list[AstCandidate]:
+    """A Loss class that needs constructor arguments is checked through what builds it, if anything does."""
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    built = _built_classes(found, tree)
+
+    def covered(c: AstCandidate) -> bool:
+        return c.kind == "class" and c.name in built and c.name in classes and bool(
+            _constructor_needs(classes[c.name], classes)
+        )
+
+    return [c for c in found if not covered(c)]
 
 
 def scan_file(path: Path, wanted: frozenset[str] | None = None) -> FileScan:
@@ -625,25 +650,27 @@ def _is_built(c: AstCandidate, names: frozenset[str] | None) -> bool:
 def check_probe_keys(keys: Iterable[str], scans: Sequence[FileScan], cwd: Path) -> None:
     """Raise TargetError for a `--probe` key (a loss name or FILE::NAME) that names no loss."""
     by_path = {scan.path.resolve(): scan for scan in scans}
+    everywhere = sorted({c.name for s in scans for c in s.candidates})
     unreadable = any(scan.syntax_error for scan in scans)
     for key in keys:
         file, sep, name = key.rpartition("::")
-        if sep:
-            path = (cwd / file).resolve()
-            if not path.is_file():
-                raise TargetError(f"--probe {key}: {file}: no such file")
-            scan = by_path.get(path) or scan_file(path)
-            if scan.syntax_error:
-                continue
-            names, where = sorted({c.name for c in scan.candidates}), f"in {file}"
-        else:
-            names, where = sorted({c.name for s in scans for c in s.candidates}), "in the checked files"
-            if unreadable and name not in names:
-                continue  # it may be in a file that could not be read; that file gets its own LD001
-        if name not in names:
-            close = difflib.get_close_matches(name, names, n=3)
-            hint = f"; did you mean {', '.join(repr(n) for n in close)}?" if close else ""
-            raise TargetError(f"--probe {key}: no loss named {name!r} {where}{hint}")
+        if not sep:
+            if name not in everywhere and not unreadable:  # an unreadable file gets its own LD001
+                raise TargetError(_no_such_loss(key, name, everywhere, "in the checked files"))
+            continue
+        path = (cwd / file).resolve()
+        if not path.is_file():
+            raise TargetError(f"--probe {key}: {file}: no such file")
+        scan = by_path.get(path) or scan_file(path)
+        names = sorted({c.name for c in scan.candidates})
+        if name not in names and not scan.syntax_error:
+            raise TargetError(_no_such_loss(key, name, names, f"in {file}"))
+
+
+def _no_such_loss(key: str, name: str, names: list[str], where: str) -> str:
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f"; did you mean {', '.join(repr(n) for n in close)}?" if close else ""
+    return f"--probe {key}: no loss named {name!r} {where}{hint}"
 
 
 # --- runtime: in the worker, after the module is imported -------------------------------------
@@ -792,11 +819,8 @@ def _build(cand: Candidate, ac: AstCandidate, module: Any, wrap: Callable[[Any],
     elif ac.kind == "function":
         cand.loss = wrap(prediction_first(obj) if ac.swapped else obj)
     elif ac.kind == "assign":
-        if isinstance(obj, type) or not callable(obj):
-            return False
-        if inspect.isfunction(obj) and obj.__module__ != module.__name__:
-            return False  # imported from elsewhere
-        cand.loss = _as_loss(obj, wrap, bases)
+        imported = inspect.isfunction(obj) and obj.__module__ != module.__name__  # defined elsewhere
+        cand.loss = None if imported or isinstance(obj, type) else _as_loss(obj, wrap, bases)
     elif not _is_library_object(obj):  # use / expr: Keras calls whatever the module hands it
         lenient = bool({"compile", "losses.get"} & set(ac.via))
         cand.loss = _as_loss(obj, wrap, bases, lenient)

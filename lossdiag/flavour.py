@@ -139,10 +139,10 @@ def _import_signs(node: ast.Import | ast.ImportFrom) -> Iterator[_Sign]:
     module = node.module or ""
     if node.level:
         return
-    if module == "tf_keras" or module.startswith("tf_keras."):
-        yield _Sign(False, line, f"`from {module} import ...` at line {line}: the module is written for tf_keras (Keras 2)")
-        return
     first = node.names[0].name + (", ..." if len(node.names) > 1 else "")
+    if module == "tf_keras" or module.startswith("tf_keras."):
+        yield _Sign(False, line, f"`from {module} import {first}` at line {line}: the module is written for tf_keras (Keras 2)")
+        return
     if sign := _module_sign(module, line, f"from {module} import {first}"):
         yield sign
         return

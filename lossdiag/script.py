@@ -14,12 +14,15 @@ import __future__
 import ast
 import builtins
 import re
+import importlib.util
 import symtable
+import sys
 import tokenize
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from importlib.machinery import ModuleSpec
 from types import CodeType, ModuleType
 
 # Method calls that run or report the training rather than define anything a loss could read.
@@ -152,17 +155,19 @@ class ModuleAnalysis:
         """What the roots need, plus every import and every definition that can run without the rest."""
         _, kept = self.closure(roots)
         essential = frozenset(i for i, k in enumerate(kept) if k)
-        for i, s in enumerate(self.statements):
-            kept[i] = kept[i] or s.category == "import"
-        bound_by_kept = {n for s, k in zip(self.statements, kept) if k for n in s.binds}
-        definitions = {n for s in self.statements if s.category == "definition" for n in s.binds}
-        unavailable = {
-            n for s, k in zip(self.statements, kept) if not k and s.category != "definition" for n in s.binds
-        } - bound_by_kept - definitions
-        for i, s in enumerate(self.statements):
-            if not kept[i] and s.category == "definition" and not (s.reads_now & unavailable):
-                kept[i] = True
+        kept = [k or s.category == "import" for s, k in zip(self.statements, kept)]
+        runnable = self._runnable_definitions(kept)
+        kept = [k or i in runnable for i, k in enumerate(kept)]
         return Plan(tuple(i for i, k in enumerate(kept) if k), essential, self._skipped(kept))
+
+    def _runnable_definitions(self, kept: list[bool]) -> set[int]:
+        """Definitions whose decorators, defaults and bases read nothing that only skipped code binds."""
+        bound = {n for s, k in zip(self.statements, kept) if k or s.category == "definition" for n in s.binds}
+        skipped_only = {n for s, k in zip(self.statements, kept) if not k for n in s.binds} - bound
+        return {
+            i for i, s in enumerate(self.statements)
+            if s.category == "definition" and not kept[i] and not s.reads_now & skipped_only
+        }
 
     def _skipped(self, kept: list[bool]) -> tuple[SkippedRange, ...]:
         ranges: list[SkippedRange] = []
@@ -255,12 +260,36 @@ def run_definitions(module: ModuleType, path: Path, roots: Mapping[str, frozense
             if index in plan.essential:
                 return SliceOutcome(plan.skipped, tuple(failed), f"{what} in the definitions-only import")
             failed.append(f"{what}; no loss needs it")
+    return SliceOutcome(plan.skipped, tuple(failed), _undefined(analysis, module, roots))
+
+
+def _undefined(analysis: ModuleAnalysis, module: ModuleType, roots: Mapping[str, frozenset[str]]) -> str:
+    """Why a candidate is still not defined after the slice ran ("" when every one is)."""
+    if analysis.star_import:  # `from x import *` may define anything: let materialise find out
+        return ""
     for candidate, names in sorted(roots.items()):
         missing = sorted(n for n in names if n not in module.__dict__ and n not in _BUILTINS)
-        if missing and not analysis.star_import and analysis.main_only(names) is None:
-            problem = f"`{missing[0]}` (needed by {candidate}) was not defined by the definitions-only import"
-            return SliceOutcome(plan.skipped, tuple(failed), problem)
-    return SliceOutcome(plan.skipped, tuple(failed))
+        if missing and analysis.main_only(names) is None:  # a main-only global gets its own message
+            return f"`{missing[0]}` (needed by {candidate}) was not defined by the definitions-only import"
+    return ""
+
+
+def import_definitions(spec: ModuleSpec, module: ModuleType, definitions: Mapping[str, frozenset[str]]) -> ModuleType:
+    """Run `module`'s definitions only; if they cannot define every candidate, a fresh full import.
+
+    What was skipped, what failed and why a full import followed go to stderr, which `-v` shows.
+    """
+    path = Path(spec.origin or "")
+    outcome = run_definitions(module, path, definitions)
+    for note in outcome.notes(path.name):
+        print(note, file=sys.stderr)
+    if outcome.complete:
+        return module
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
 
 
 def _describe_exception(exc: BaseException) -> str:

@@ -94,15 +94,10 @@ def import_user_module(
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        if definitions is not None:
-            outcome = script.run_definitions(module, path, definitions)
-            for note in outcome.notes(path.name):
-                print(note, file=sys.stderr)
-            if outcome.complete:
-                return module
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-        spec.loader.exec_module(module)
+        if definitions is None:
+            spec.loader.exec_module(module)
+        else:
+            module = script.import_definitions(spec, module, definitions)
     except BaseException:
         sys.modules.pop(name, None)
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import textwrap
 import types
 from pathlib import Path
@@ -257,12 +258,19 @@ def test_metrics_only_candidates_have_the_metric_role_and_are_not_imported_for()
     (["y_pred", "y_true"], "prediction_first"),
     (["output", "target"], "prediction_first"),
     (["pred_mask", "gt_mask"], "prediction_first"),
+    (["t_flat", "p_flat"], None),
+    (["y", "p"], "target_first"),
     (["units", "depth"], None),
     (["a", "b"], None),
     (["labels", "targets"], None),
 ])
 def test_parameter_order(params, order):
     assert discover.param_order(params) == order
+
+
+def test_private_helpers_are_not_found_by_their_parameters_alone():
+    found = _by_name("def _terms(logits, labels):\n    return labels\ndef _cell_loss(logits, labels):\n    return labels\n")
+    assert set(found) == {"_cell_loss"}
 
 
 def test_prediction_first_functions_are_found_and_swapped_unless_keras_calls_them():
@@ -487,3 +495,31 @@ def test_expressions_are_built_metrics_are_not_and_main_only_globals_are_explain
         "define it at module level"
     )
     assert "agreement" in _materialise(tmp_path, frozenset({"agreement"}))
+
+
+# --- end to end ------------------------------------------------------------------------------------
+
+
+@pytest.mark.tf
+def test_losses_found_from_use_are_probed_as_keras_calls_them():
+    from conftest import REPO, run_cli
+
+    code, out, err = run_cli(["check", "fixtures/from_use.py", "--format", "json"], REPO)
+    assert code == 1, err
+    results = {r["name"]: r for r in json.loads(out)["results"]}
+    assert "agreement" not in results and "Rescale" not in results  # a metric, and a layer in custom_objects
+    # prediction first: the probe hands the integer labels to `labels`, the logits to `logits`
+    assert results["next_token"]["probe"]["y_true"] == [32] and results["next_token"]["probe"]["labels"] == "sparse"
+    (finding,) = results["next_token_batch_mean"]["findings"]
+    lines = (REPO / "fixtures" / "from_use.py").read_text().splitlines()
+    assert finding["code"] == "LD102" and "ops.mean(" in lines[finding["line"] - 1]
+    assert results["make_focal(gamma=2.0)"]["status"] == results["ScaledError(scale=2.0)"]["status"] == "pass"
+
+
+def test_a_probe_key_that_names_no_loss_exits_2_naming_the_closest(tmp_path):
+    from conftest import run_cli
+
+    (tmp_path / "losses.py").write_text("def focal_loss(y_true, y_pred):\n    return y_true\n")
+    code, out, err = run_cli(["check", "losses.py", "--probe", "focal_los=y_true=B,2;y_pred=B,2;labels=binary"], tmp_path)
+    assert code == 2 and out == ""
+    assert "focal_los" in err and "did you mean 'focal_loss'" in err and "Traceback" not in err
