@@ -349,8 +349,9 @@ def _scan_tree(tree: ast.Module) -> list[AstCandidate]:
                 found.append(AstCandidate(node.name, "factory", node.lineno))
         elif isinstance(node, ast.ClassDef) and node.name in loss_classes:
             found.append(AstCandidate(node.name, "class", node.lineno))
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and _is_loss_assignment(node, loss_classes, factories, functions):
-            found.append(AstCandidate(_assigned_name(node), "assign", node.lineno))
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            if _is_loss_assignment(node, loss_classes, factories, functions):
+                found.append(AstCandidate(_assigned_name(node), "assign", node.lineno))
     return found
 
 
@@ -547,7 +548,9 @@ def _merge(by_name: list[AstCandidate], by_use: list[AstCandidate]) -> list[AstC
     merged = {c.name: c for c in by_name}
     for c in by_use:
         old = merged.get(c.name)
-        merged[c.name] = c if old is None else replace(old, outputs=_union(old.outputs, c.outputs), via=_union(old.via, c.via))
+        if old is not None:
+            c = replace(old, outputs=_union(old.outputs, c.outputs), via=_union(old.via, c.via))
+        merged[c.name] = c
     out = []
     for c in merged.values():
         if c.kind in ("use", "expr") and set(c.via) == {"metrics"}:

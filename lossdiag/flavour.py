@@ -127,30 +127,31 @@ def _module_sign(module: str, line: int, text: str) -> _Sign | None:
     return None
 
 
+def _tf_keras_sign(module: str, line: int, text: str) -> _Sign | None:
+    if module == "tf_keras" or module.startswith("tf_keras."):
+        return _Sign(False, line, f"`{text}` at line {line}: the module is written for tf_keras (Keras 2)")
+    return None
+
+
 def _import_signs(node: ast.Import | ast.ImportFrom) -> Iterator[_Sign]:
     line = node.lineno
     if isinstance(node, ast.Import):
         for alias in node.names:
-            if alias.name == "tf_keras" or alias.name.startswith("tf_keras."):
-                yield _Sign(False, line, f"`import {alias.name}` at line {line}: the module is written for tf_keras (Keras 2)")
-            elif sign := _module_sign(alias.name, line, f"import {alias.name}"):
+            text = f"import {alias.name}"
+            if sign := _tf_keras_sign(alias.name, line, text) or _module_sign(alias.name, line, text):
                 yield sign
         return
     module = node.module or ""
+    first = node.names[0].name + (", ..." if len(node.names) > 1 else "")
+    text = f"from {module} import {first}"
     if node.level:
         return
-    first = node.names[0].name + (", ..." if len(node.names) > 1 else "")
-    if module == "tf_keras" or module.startswith("tf_keras."):
-        yield _Sign(False, line, f"`from {module} import {first}` at line {line}: the module is written for tf_keras (Keras 2)")
-        return
-    if sign := _module_sign(module, line, f"from {module} import {first}"):
+    if sign := _tf_keras_sign(module, line, text) or _module_sign(module, line, text):
         yield sign
         return
     for alias in node.names:
         text = f"from {module} import {alias.name}"
-        if sign := _module_sign(f"{module}.{alias.name}", line, text):
-            yield sign
-        elif sign := _dropped(module, alias.name, line, text, strong=True):
+        if sign := _module_sign(f"{module}.{alias.name}", line, text) or _dropped(module, alias.name, line, text, True):
             yield sign
 
 

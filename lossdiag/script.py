@@ -13,16 +13,17 @@ from __future__ import annotations
 import __future__
 import ast
 import builtins
-import re
+import importlib
 import importlib.util
+import re
 import symtable
 import sys
 import tokenize
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from importlib.machinery import ModuleSpec
+from pathlib import Path
 from types import CodeType, ModuleType
 
 # Method calls that run or report the training rather than define anything a loss could read.
@@ -32,8 +33,9 @@ _RUNS = re.compile(
 )
 # Keras settings a loss reads (K.epsilon(), floatx): their setters are set-up, like sys.path.
 _SETTINGS = frozenset({"set_epsilon", "set_floatx", "set_image_data_format", "set_image_dim_ordering"})
-BUILTIN_NAMES = _BUILTINS = frozenset(dir(builtins)) | {"__file__", "__name__", "__doc__", "__spec__", "__loader__", "__package__",
-                                         "__builtins__", "__path__", "__cached__", "__annotations__"}
+_MODULE_DUNDERS = {"__file__", "__name__", "__doc__", "__spec__", "__loader__", "__package__", "__builtins__",
+                   "__path__", "__cached__", "__annotations__"}
+BUILTIN_NAMES = _BUILTINS = frozenset(dir(builtins)) | _MODULE_DUNDERS  # names every module has
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
@@ -280,6 +282,8 @@ def import_definitions(spec: ModuleSpec, module: ModuleType, definitions: Mappin
     What was skipped, what failed and why a full import followed go to stderr, which `-v` shows.
     """
     path = Path(spec.origin or "")
+    if spec.parent:
+        importlib.import_module(spec.parent)  # the package first, as an import would: relative imports need it
     outcome = run_definitions(module, path, definitions)
     for note in outcome.notes(path.name):
         print(note, file=sys.stderr)
@@ -486,7 +490,9 @@ def _child_globals(tables: Iterable[symtable.SymbolTable]) -> set[str]:
     while todo:
         table = todo.pop()
         # `global n` too: `n += 1` in a function reads the module's `n` (symtable calls it assigned only)
-        out |= {s.get_name() for s in table.get_symbols() if s.is_global() and (s.is_referenced() or s.is_declared_global())}
+        out |= {
+            s.get_name() for s in table.get_symbols() if s.is_global() and (s.is_referenced() or s.is_declared_global())
+        }
         todo += table.get_children()
     return out
 

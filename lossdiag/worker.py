@@ -85,8 +85,6 @@ def import_user_module(
         if Path(module.__file__ or "").resolve() == path.resolve():
             return module
         sys.modules.pop(name, None)
-    elif "." in name:
-        importlib.import_module(name.rpartition(".")[0])  # the package first, so relative imports work
     # Load from the file itself: a same-named module elsewhere on sys.path must not shadow it.
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:

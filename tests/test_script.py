@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 import textwrap
 import traceback
 import types
@@ -374,3 +375,26 @@ def test_full_import_option_runs_the_whole_file(tmp_path, monkeypatch):
     assert [r.status for r in sliced.results] == ["pass"] and not marker.exists()
     full = engine.check(["train.py"], engine.Options(full_import=True), tmp_path)
     assert [r.status for r in full.results] == ["pass"] and marker.exists()
+
+
+def test_a_package_module_is_sliced_after_its_package_is_imported(tmp_path, monkeypatch):
+    import importlib.util
+
+    write(tmp_path / "pkg" / "__init__.py", "")
+    write(tmp_path / "pkg" / "helpers.py", "EPS = 0.5\n")
+    path = write(tmp_path / "pkg" / "train.py", """\
+        from .helpers import EPS
+        def loss(y_true, y_pred):
+            return y_true - y_pred + EPS
+        raise SystemExit("training")
+        """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = importlib.util.spec_from_file_location("pkg.train", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "pkg.train", module)
+    try:
+        loaded = script.import_definitions(spec, module, {"loss": frozenset({"loss"})})
+        assert loaded is module and module.loss(1.0, 1.0) == 0.5
+    finally:
+        for name in ("pkg", "pkg.helpers"):
+            sys.modules.pop(name, None)
