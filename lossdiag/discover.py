@@ -776,12 +776,16 @@ def materialise(
     """
     file = str(scan.path)
     out: list[Candidate] = []
+    broken = vars(module).get(script.BROKEN, {})
     for ac in scan.candidates:
         if not _is_built(ac, names):
             continue
         cand = Candidate(ac.name, ac.kind, file, ac.line, outputs=ac.outputs, role=ac.role)
         if ac.main_only is not None:
             cand.error = main_only_message(*ac.main_only)
+        elif ac.name in broken:
+            cand.error = f"module-level code it needs failed: {broken[ac.name]}"
+        if cand.error:
             out.append(cand)
             continue
         try:

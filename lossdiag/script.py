@@ -40,6 +40,11 @@ _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
+# Set on a definitions-only module that is kept although a statement some losses need failed:
+# {candidate: what failed}. `discover.materialise` turns each into an error on that candidate.
+BROKEN = "__lossdiag_broken__"
+
+
 def read_source(path: Path) -> str:
     """The text of a Python file, decoded the way Python decodes it (coding line, BOM)."""
     with tokenize.open(path) as fh:
@@ -89,6 +94,7 @@ class SliceOutcome:
     skipped: tuple[SkippedRange, ...] = ()
     failed: tuple[str, ...] = ()  # statements no loss needs that raised, and what they raised
     problem: str = ""  # empty when every loss was defined
+    broken: tuple[tuple[str, str], ...] = ()  # (candidate, the failure of a statement it needs)
 
     @property
     def complete(self) -> bool:
@@ -250,6 +256,7 @@ def run_definitions(module: ModuleType, path: Path, roots: Mapping[str, frozense
         return SliceOutcome(problem=f"could not slice it ({type(exc).__name__})")
     plan = analysis.plan(frozenset().union(*roots.values()) if roots else ())
     failed: list[str] = []
+    errors: dict[int, str] = {}  # statements a loss needs that raised
     for index in plan.kept:
         statement = analysis.statements[index]
         try:
@@ -260,9 +267,26 @@ def run_definitions(module: ModuleType, path: Path, roots: Mapping[str, frozense
             line = _user_line(exc, str(path)) or statement.first
             what = f"line {line} (`{analysis.first_line(statement)}`) raised {_describe_exception(exc)}"
             if index in plan.essential:
-                return SliceOutcome(plan.skipped, tuple(failed), f"{what} in the definitions-only import")
-            failed.append(f"{what}; no loss needs it")
+                errors[index] = what
+            else:
+                failed.append(f"{what}; no loss needs it")
+    if errors:
+        problem = f"{errors[min(errors)]} in the definitions-only import"
+        return SliceOutcome(plan.skipped, tuple(failed), problem, _broken(analysis, roots, errors))
     return SliceOutcome(plan.skipped, tuple(failed), _undefined(analysis, module, roots))
+
+
+def _broken(
+    analysis: ModuleAnalysis, roots: Mapping[str, frozenset[str]], errors: dict[int, str]
+) -> tuple[tuple[str, str], ...]:
+    """The candidates that need a statement that failed, each with the first such failure."""
+    out = []
+    for candidate, names in sorted(roots.items()):
+        _, kept = analysis.closure(names)
+        failures = sorted(i for i in errors if kept[i])
+        if failures:
+            out.append((candidate, errors[failures[0]]))
+    return tuple(out)
 
 
 def _undefined(analysis: ModuleAnalysis, module: ModuleType, roots: Mapping[str, frozenset[str]]) -> str:
@@ -289,11 +313,26 @@ def import_definitions(spec: ModuleSpec, module: ModuleType, definitions: Mappin
         print(note, file=sys.stderr)
     if outcome.complete:
         return module
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
+    whole = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = whole
     assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    try:
+        spec.loader.exec_module(whole)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the whole file fails too: keep what the definitions could define
+        broken = dict(outcome.broken)
+        if not broken or set(broken) >= set(definitions):
+            raise  # nothing to keep: the module is LD001, as it always was
+        print(
+            f"lossdiag: {path.name}: the whole file failed too ({_describe_exception(exc)}); "
+            "checking the losses its definitions define",
+            file=sys.stderr,
+        )
+        sys.modules[spec.name] = module
+        vars(module)[BROKEN] = broken
+        return module
+    return whole
 
 
 def _describe_exception(exc: BaseException) -> str:

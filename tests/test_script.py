@@ -398,3 +398,45 @@ def test_a_package_module_is_sliced_after_its_package_is_imported(tmp_path, monk
     finally:
         for name in ("pkg", "pkg.helpers"):
             sys.modules.pop(name, None)
+
+
+def test_when_the_whole_file_fails_too_the_losses_that_do_not_need_the_failure_are_kept(tmp_path, monkeypatch):
+    import importlib.util
+
+    path = write(tmp_path / "train_cli.py", """\
+        import argparse
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--gamma", type=float, required=True)
+        args = parser.parse_args(["--no-such-flag"])
+        def gamma_loss(y_true, y_pred):
+            return (y_true - y_pred) ** args.gamma
+        def plain_loss(y_true, y_pred):
+            return y_true - y_pred
+        """)
+    scan = discover.scan_file(path)
+    spec = importlib.util.spec_from_file_location("train_cli", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "train_cli", module)
+    loaded = script.import_definitions(spec, module, discover.import_roots(scan, None))
+    built = {c.name: c for c in discover.materialise(loaded, scan, None, lambda fn: fn, (type(None),))}
+    assert built["plain_loss"].error is None and built["plain_loss"].loss(3, 1) == 2
+    assert built["gamma_loss"].loss is None
+    assert built["gamma_loss"].error == (
+        "module-level code it needs failed: line 4 (`args = parser.parse_args([\"--no-such-flag\"])`) raised SystemExit(2)"
+    )
+
+
+def test_when_no_loss_survives_the_whole_files_error_is_the_modules(tmp_path, monkeypatch):
+    import importlib.util
+
+    path = write(tmp_path / "needs_data.py", """\
+        WEIGHTS = open("no_such_weights.txt").read()
+        def weighted(y_true, y_pred):
+            return WEIGHTS
+        """)
+    scan = discover.scan_file(path)
+    spec = importlib.util.spec_from_file_location("needs_data", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "needs_data", module)
+    with pytest.raises(FileNotFoundError):
+        script.import_definitions(spec, module, discover.import_roots(scan, None))
