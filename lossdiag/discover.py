@@ -513,7 +513,8 @@ def _is_local_module(module: str, level: int, local_roots: Sequence[Path]) -> bo
 
 
 def _use_candidates(tree: ast.Module, local_roots: Sequence[Path]) -> list[AstCandidate]:
-    bound = script.bindings(tree)
+    # What `__main__` binds is the run's configuration, not a loss the module defines: not buildable.
+    bound = {name: where for name, where in script.bindings(tree).items() if where[1] != "main"}
     imports = _import_origins(tree)
     definitions = {name for name, (_, category) in bound.items() if category == "definition"}
     out: list[AstCandidate] = []

@@ -326,6 +326,22 @@ def test_a_loss_class_needing_arguments_is_covered_by_what_builds_it():
     assert {"NeedsGamma", "Subclass", "Plain"} <= set(found)  # nothing builds them: listed (and skipped)
 
 
+def test_what_main_compiles_is_found_when_the_module_defines_it():
+    found = _by_name(textwrap.dedent(
+        """
+        def gap(a, b):
+            return a - b
+        def make_gap(scale):
+            return lambda y_true, y_pred: scale * (y_true - y_pred)
+        if __name__ == "__main__":
+            args = parse()
+            configured = make_gap(args.scale)
+            model.compile(loss={"out": gap, "aux": make_gap(args.scale), "more": configured})
+        """
+    ))
+    assert set(found) == {"gap"} and found["gap"].outputs == ("out",)
+
+
 def test_main_only_globals_are_recorded_on_the_candidate():
     found = _by_name(textwrap.dedent(
         """
