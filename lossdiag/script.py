@@ -123,9 +123,11 @@ class ModuleAnalysis:
     star_import: bool = field(init=False)
     modules: frozenset[str] = field(init=False)  # names bound by imports: calling np.load does not change np
     future_flags: int = field(init=False)
+    lines: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.tree = ast.parse(self.source, filename=self.filename)
+        self.lines = self.source.splitlines()
         table = symtable.symtable(self.source, self.filename, "exec")
         children = table.get_children()
         self.statements = [_describe(node, i, children) for i, node in enumerate(self.tree.body)]
@@ -139,7 +141,9 @@ class ModuleAnalysis:
                 for alias in node.names:
                     self.future_flags |= getattr(getattr(__future__, alias.name, None), "compiler_flag", 0)
 
-    def closure(self, roots: Iterable[str], always: tuple[str, ...] = ("setup", "doc")) -> tuple[set[str], list[bool]]:
+    def closure(
+        self, roots: Iterable[str], always: tuple[str, ...] = ("setup", "doc")
+    ) -> tuple[set[str], list[bool]]:
         """The names the roots need (transitively) and which statements must run to bind them.
 
         Statements of the `always` categories run whatever the roots are, and what they read is needed.
@@ -190,8 +194,7 @@ class ModuleAnalysis:
         return tuple(ranges)
 
     def first_line(self, statement: Statement) -> str:
-        lines = self.source.splitlines()
-        return lines[statement.first - 1].strip() if statement.first <= len(lines) else ""
+        return self.lines[statement.first - 1].strip() if statement.first <= len(self.lines) else ""
 
     def statement_code(self, index: int) -> CodeType:
         """One top-level statement compiled alone, with the file's name, lines and future flags."""
