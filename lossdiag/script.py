@@ -36,7 +36,6 @@ _SETTINGS = frozenset({"set_epsilon", "set_floatx", "set_image_data_format", "se
 _MODULE_DUNDERS = {"__file__", "__name__", "__doc__", "__spec__", "__loader__", "__package__", "__builtins__",
                    "__path__", "__cached__", "__annotations__"}
 BUILTIN_NAMES = _BUILTINS = frozenset(dir(builtins)) | _MODULE_DUNDERS  # names every module has
-_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
@@ -303,7 +302,9 @@ def _undefined(analysis: ModuleAnalysis, module: ModuleType, roots: Mapping[str,
     return ""
 
 
-def import_definitions(spec: ModuleSpec, module: ModuleType, definitions: Mapping[str, frozenset[str]]) -> ModuleType:
+def import_definitions(
+    spec: ModuleSpec, module: ModuleType, definitions: Mapping[str, frozenset[str]]
+) -> ModuleType:
     """Run `module`'s definitions only; if they cannot define every candidate, a fresh full import.
 
     What was skipped, what failed and why a full import followed go to stderr, which `-v` shows.
