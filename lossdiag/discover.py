@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import fnmatch
 import functools
 import inspect
 import re
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
+
+from lossdiag import flavour, script
+from lossdiag.flavour import Keras2Evidence
 
 # Names that make a two-argument function (or a module-level object) read as a loss. The ast
 # pre-scan uses them so that a training script's `train(model, data)` never gets imported.
@@ -41,11 +46,22 @@ class Target:
 
 @dataclass(frozen=True)
 class AstCandidate:
-    """Something at module level that the pre-scan thinks may be a loss."""
+    """Something at module level that the pre-scan thinks may be a loss, or that the module uses as one."""
 
-    name: str
-    kind: str  # function | class | factory | assign
+    name: str  # the top-level name; for kind "expr", the expression's source text
+    kind: str  # function | class | factory | assign | use (a name handed to Keras) | expr (a call handed to Keras)
     line: int
+    expr: str | None = None  # kind "expr": evaluated in the module's namespace to build the loss
+    outputs: tuple[str, ...] = ()  # the model outputs compile(loss={...} or [...]) uses it for
+    role: str = "loss"  # "metric" when it is only found in metrics=[...] (not probed as a loss)
+    via: tuple[str, ...] = ()  # how use found it: compile, metrics, losses.get, custom_objects
+    swapped: bool = False  # parameters read prediction first, and nothing hands it to Keras
+    main_only: tuple[str, int] | None = None  # a global it reads that only `__main__` sets (name, line)
+
+    @property
+    def roots(self) -> frozenset[str]:
+        """The module-level names that must be defined to build it."""
+        return script.expression_names(self.expr) if self.expr is not None else frozenset({self.name})
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,7 @@ class FileScan:
     sys_path_root: Path
     candidates: tuple[AstCandidate, ...]
     syntax_error: tuple[str, int | None] | None = None
+    keras2: Keras2Evidence | None = None  # why the module reads as Keras-2 code (None: Keras 3)
 
 
 def display_path(path: Path, cwd: Path) -> str:
@@ -131,6 +148,22 @@ def module_identity(path: Path) -> tuple[str, Path]:
     return ".".join(parts) or path.parent.name, folder
 
 
+# --- reading a definition's parameters -------------------------------------------------------------
+
+# Words in a parameter name that say which argument it is (split at `_` and camelCase; `zhat` ends in hat).
+_TARGET_TOKENS = frozenset({
+    "true", "target", "targets", "label", "labels", "gt", "ground", "truth", "groundtruth", "actual", "gold",
+    "ref", "reference", "expected", "y", "yt", "ytrue", "z", "yz", "t", "mask", "masks",
+})  # fmt: skip
+_PRED_TOKENS = frozenset({
+    "pred", "preds", "prediction", "predictions", "predicted", "hat", "yhat", "logit", "logits", "output",
+    "outputs", "out", "prob", "probs", "probability", "probabilities", "score", "scores", "yp", "ypred", "p",
+    "o", "estimate", "estimated", "est", "recon", "reconstruction", "reconstructed",
+})  # fmt: skip
+# How the module hands a thing to Keras: Keras then calls it as fn(y_true, y_pred), whatever its names.
+_KERAS_FACING = frozenset({"compile", "metrics", "losses.get", "custom_objects"})
+
+
 def _positional(args: ast.arguments) -> tuple[list[str], int]:
     """Positional parameter names and how many of them have no default."""
     names = [a.arg for a in args.posonlyargs + args.args]
@@ -141,24 +174,55 @@ def _required_kwonly(args: ast.arguments) -> int:
     return sum(1 for d in args.kw_defaults if d is None)
 
 
+def _param_role(name: str) -> str | None:
+    tokens = [t.lower() for t in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", name)]
+    if len(tokens) > 1:  # a lone letter says something only on its own (`y`, `p`), not in `p_flat`
+        tokens = [t for t in tokens if len(t) > 1]
+    if any(t in _PRED_TOKENS or (t.endswith("hat") and len(t) > 3) for t in tokens):
+        return "prediction"
+    if any(t in _TARGET_TOKENS for t in tokens):
+        return "target"
+    return None
+
+
+def param_order(params: Sequence[str]) -> str | None:
+    """"target_first", "prediction_first", or None when two parameter names do not read as a loss's."""
+    if len(params) < 2:
+        return None
+    first, second = _param_role(params[0]), _param_role(params[1])
+    if (first, second) == ("prediction", "target"):
+        return "prediction_first"
+    if first == "target" and second != "target" or second == "prediction" and first != "prediction":
+        return "target_first"
+    return None
+
+
 def looks_like_loss(name: str, params: list[str]) -> bool:
-    """A two-argument callable reads as a loss by its own name or by its parameter names."""
+    """A two-argument callable reads as a loss by its own name or by its parameter names (either order)."""
     if _LOSS_WORDS.search(name):
         return True
-    return len(params) >= 2 and bool(_TARGET_WORDS.search(params[0]) or _PRED_WORDS.search(params[1]))
+    if len(params) >= 2 and bool(_TARGET_WORDS.search(params[0]) or _PRED_WORDS.search(params[1])):
+        return True
+    return not name.startswith("_") and param_order(params) is not None  # `_helper(t, p)` is a helper
+
+
+def _loss_params(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> list[str] | None:
+    """The two parameters Keras would fill, or None when it cannot be called as fn(y_true, y_pred)."""
+    names, required = _positional(node.args)
+    if isinstance(node, ast.AsyncFunctionDef):
+        return None
+    if names[:1] == ["self"]:
+        names, required = names[1:], required - 1
+    return names if required == 2 and _required_kwonly(node.args) == 0 else None
 
 
 def _is_two_arg_loss(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda, name: str) -> bool:
-    names, required = _positional(node.args)
-    if isinstance(node, ast.AsyncFunctionDef):
-        return False
-    params = names[1:] if names[:1] == ["self"] else names
-    required -= 1 if names[:1] == ["self"] else 0
-    return required == 2 and _required_kwonly(node.args) == 0 and looks_like_loss(name, params)
+    params = _loss_params(node)
+    return params is not None and looks_like_loss(name, params)
 
 
-def _returns_loss_closure(node: ast.FunctionDef) -> bool:
-    """A factory: every parameter defaulted, and it returns a nested loss function or lambda."""
+def _returns_loss_closure(node: ast.FunctionDef, loss_classes: set[str]) -> bool:
+    """A factory: every parameter defaulted, and it returns a nested loss function, lambda or Loss."""
     names, required = _positional(node.args)
     if required or _required_kwonly(node.args) or node.args.vararg:
         return False
@@ -173,12 +237,15 @@ def _returns_loss_closure(node: ast.FunctionDef) -> bool:
             return True
         if isinstance(value, ast.Lambda) and len(_positional(value.args)[0]) >= 2:
             return True
-        if isinstance(value, ast.Call) and _call_name(value) and "loss" in _call_name(value).lower():
-            return True
+        if isinstance(value, ast.Call) and (callee := _call_name(value)):
+            if "loss" in callee.lower() or callee in loss_classes:
+                return True
     return False
 
 
-def _call_name(call: ast.Call) -> str:
+def _call_name(call: ast.expr) -> str:
+    if not isinstance(call, ast.Call):
+        return ""
     func = call.func
     while isinstance(func, ast.Call):
         func = func.func
@@ -197,22 +264,44 @@ def _base_name(base: ast.expr) -> str:
     return ""
 
 
+def _root_name(node: ast.expr) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call, ast.Starred)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+# --- the pre-scan -----------------------------------------------------------------------------------
+
+
 def scan_source(
-    source: str, filename: str = "<string>", wanted: frozenset[str] | None = None
+    source: str,
+    filename: str = "<string>",
+    wanted: frozenset[str] | None = None,
+    local_roots: Sequence[Path] = (),
 ) -> tuple[AstCandidate, ...]:
     """The module-level things in `source` that may be losses (raises SyntaxError).
 
-    Names in `wanted` (from FILE::NAME) are candidates whatever they are called: the user said so.
+    Found by name (a loss-like function, `Loss` subclass, factory or instance), by use (what the module
+    hands to `compile`, `metrics`, `keras.losses.get`, `custom_objects`), and names in `wanted` (from
+    FILE::NAME) whatever they are called: the user said so. `local_roots` are the folders where the
+    module's own (non-library) imports live.
     """
     tree = ast.parse(source, filename=filename)
-    found = list(_scan_tree(tree))
+    found = _merge(_scan_tree(tree), _use_candidates(tree, local_roots))
     if wanted:
         seen = {c.name for c in found}
         for name, kind, line in _top_level(tree):
             if name in wanted and name not in seen:
                 found.append(AstCandidate(name, kind, line))
                 seen.add(name)
-    return tuple(sorted(found, key=lambda c: c.line))
+    found = _mark_swapped(_drop_covered_classes(found, tree), tree)
+    try:
+        analysis: script.ModuleAnalysis | None = script.ModuleAnalysis(source, filename)
+    except (SyntaxError, ValueError):  # symtable rejects a few things ast accepts (`nonlocal` at top level)
+        analysis = None
+    if analysis is not None:
+        found = [replace(c, main_only=analysis.main_only(c.roots)) for c in found]
+    return tuple(sorted(found, key=lambda c: (c.line, c.name)))
 
 
 def _top_level(tree: ast.Module) -> list[tuple[str, str, int]]:
@@ -234,9 +323,20 @@ def top_level_names(source: str) -> set[str]:
     return {name for name, _, _ in _top_level(ast.parse(source))}
 
 
+def _loss_classes(tree: ast.Module) -> set[str]:
+    classes: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            bases = [_base_name(b) for b in node.bases]
+            if any(b.endswith("Loss") or b in classes for b in bases):
+                classes.add(node.name)
+    return classes
+
+
 def _scan_tree(tree: ast.Module) -> list[AstCandidate]:
+    """Candidates by name: loss-like functions, Loss subclasses, factories, instances."""
     found: list[AstCandidate] = []
-    loss_classes: set[str] = set()
+    loss_classes = _loss_classes(tree)
     factories: set[str] = set()
     functions: set[str] = set()
     for node in tree.body:
@@ -244,46 +344,337 @@ def _scan_tree(tree: ast.Module) -> list[AstCandidate]:
             if _is_two_arg_loss(node, node.name):
                 functions.add(node.name)
                 found.append(AstCandidate(node.name, "function", node.lineno))
-            elif _returns_loss_closure(node):
+            elif _returns_loss_closure(node, loss_classes):
                 factories.add(node.name)
                 found.append(AstCandidate(node.name, "factory", node.lineno))
-        elif isinstance(node, ast.ClassDef):
-            bases = [_base_name(b) for b in node.bases]
-            if any(b.endswith("Loss") or b in loss_classes for b in bases):
-                loss_classes.add(node.name)
-                found.append(AstCandidate(node.name, "class", node.lineno))
+        elif isinstance(node, ast.ClassDef) and node.name in loss_classes:
+            found.append(AstCandidate(node.name, "class", node.lineno))
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            value = node.value
-            if len(targets) != 1 or not isinstance(targets[0], ast.Name) or value is None:
-                continue
-            target = targets[0].id
-            if isinstance(value, ast.Lambda):
-                if len(_positional(value.args)[0]) == 2 and looks_like_loss(target, _positional(value.args)[0]):
-                    found.append(AstCandidate(target, "assign", node.lineno))
-            elif isinstance(value, ast.Call):
-                callee = _call_name(value)
-                first = _base_name(value.args[0]) if value.args else ""
-                if callee in loss_classes or callee in factories or _LOSS_WORDS.search(callee) or (
-                    callee == "partial" and (_LOSS_WORDS.search(target) or first in functions or _LOSS_WORDS.search(first))
-                ):
-                    found.append(AstCandidate(target, "assign", node.lineno))
+            if _is_loss_assignment(node, loss_classes, factories, functions):
+                found.append(AstCandidate(_assigned_name(node), "assign", node.lineno))
     return found
+
+
+def _assigned_name(node: ast.Assign | ast.AnnAssign) -> str:
+    target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+    return target.id if isinstance(target, ast.Name) else ""
+
+
+def _is_loss_assignment(
+    node: ast.Assign | ast.AnnAssign, loss_classes: set[str], factories: set[str], functions: set[str]
+) -> bool:
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    value = node.value
+    if len(targets) != 1 or not isinstance(targets[0], ast.Name) or value is None:
+        return False
+    target = targets[0].id
+    if isinstance(value, ast.Lambda):
+        params = _positional(value.args)[0]
+        return len(params) == 2 and looks_like_loss(target, params)
+    if not isinstance(value, ast.Call):
+        return False
+    callee = _call_name(value)
+    first = _base_name(value.args[0]) if value.args else ""
+    if callee in loss_classes or callee in factories or _LOSS_WORDS.search(callee):
+        return True
+    return callee == "partial" and bool(_LOSS_WORDS.search(target) or first in functions or _LOSS_WORDS.search(first))
+
+
+# --- discovery from use: what the module hands to Keras ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Use:
+    node: ast.expr
+    via: str  # compile | metrics | losses.get | custom_objects
+    output: str | None = None
+
+
+def _per_output(value: ast.expr) -> Iterator[tuple[ast.expr, str | None]]:
+    """compile(loss=...) values with the output each is for: a dict by name, a list by position."""
+    if isinstance(value, ast.Dict):
+        for key, item in zip(value.keys, value.values):
+            if key is None:
+                continue
+            name = key.value if isinstance(key, ast.Constant) and isinstance(key.value, str) else ast.unparse(key)
+            yield item, name
+    elif isinstance(value, (ast.List, ast.Tuple)):
+        for i, item in enumerate(value.elts):
+            yield item, f"output {i}"
+    else:
+        yield value, None
+
+
+def _flatten(value: ast.expr) -> Iterator[ast.expr]:
+    """metrics=[...] in any nesting: a list, a list per output, a dict of output name → metric(s)."""
+    if isinstance(value, (ast.List, ast.Tuple)):
+        for item in value.elts:
+            yield from _flatten(item)
+    elif isinstance(value, ast.Dict):
+        for item in value.values:
+            yield from _flatten(item)
+    else:
+        yield value
+
+
+def _dict_values(value: ast.expr, module_dicts: dict[str, ast.Dict]) -> list[ast.expr]:
+    if isinstance(value, ast.Name) and value.id in module_dicts:
+        value = module_dicts[value.id]
+    if not isinstance(value, ast.Dict):
+        return []
+    out: list[ast.expr] = []
+    for key, item in zip(value.keys, value.values):
+        out += _dict_values(item, module_dicts) if key is None else [item]
+    return out
+
+
+def _call_uses(call: ast.Call, module_dicts: dict[str, ast.Dict]) -> list[_Use]:
+    keywords = {kw.arg: kw.value for kw in call.keywords if kw.arg}
+    out = _compile_uses(call, keywords)
+    func = call.func
+    if isinstance(func, ast.Attribute) and func.attr == "get" and call.args:
+        if _dotted_text(func.value).rsplit(".", 1)[-1] == "losses":  # keras.losses.get(fn)
+            out.append(_Use(call.args[0], "losses.get"))
+    registry = None
+    if "custom_objects" in keywords:  # load_model(..., custom_objects={...})
+        registry = keywords["custom_objects"]
+    elif call.args and (
+        (isinstance(func, ast.Attribute) and func.attr == "update" and _call_name(func.value) == "get_custom_objects")
+        or _call_name(call) in ("custom_object_scope", "CustomObjectScope")
+    ):
+        registry = call.args[0]
+    if registry is not None:
+        out += [_Use(node, "custom_objects") for node in _dict_values(registry, module_dicts)]
+    return out
+
+
+def _compile_uses(call: ast.Call, keywords: dict[str | None, ast.expr]) -> list[_Use]:
+    """`*.compile(optimizer, loss, ..., metrics=...)`: the losses per output, and the metrics."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "compile"):
+        return []
+    loss = keywords.get("loss", call.args[1] if len(call.args) > 1 else None)
+    out = [_Use(node, "compile", output) for node, output in _per_output(loss)] if loss is not None else []
+    for key in ("metrics", "weighted_metrics"):
+        if key in keywords:
+            out += [_Use(node, "metrics") for node in _flatten(keywords[key])]
+    return out
+
+
+def _dotted_text(node: ast.expr) -> str:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.insert(0, node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.insert(0, node.id)
+    return ".".join(parts)
+
+
+def _uses(tree: ast.Module) -> list[_Use]:
+    """Everything the module hands to Keras as a loss or metric, anywhere in the file."""
+    module_dicts = {
+        t.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
+    out: list[_Use] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            out += _call_uses(node, module_dicts)
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]  # get_custom_objects()["name"] = fn
+            if isinstance(target, ast.Subscript) and _call_name(target.value) == "get_custom_objects":
+                out.append(_Use(node.value, "custom_objects"))
+    return out
+
+
+def _import_origins(tree: ast.Module) -> dict[str, tuple[str, int]]:
+    """Local name → (module it comes from, relative-import level), for top-level imports."""
+    out: dict[str, tuple[str, int]] = {}
+    for node in tree.body:
+        for inner in ast.walk(node) if isinstance(node, (ast.Try, ast.If)) else [node]:
+            if isinstance(inner, ast.Import):
+                for alias in inner.names:
+                    out[alias.asname or alias.name.split(".")[0]] = (alias.name, 0)
+            elif isinstance(inner, ast.ImportFrom):
+                for alias in inner.names:
+                    out[alias.asname or alias.name] = (inner.module or "", inner.level)
+    return out
+
+
+def _is_local_module(module: str, level: int, local_roots: Sequence[Path]) -> bool:
+    """A relative import, or a module that lives in the checked file's folder (not a library)."""
+    if level:
+        return True
+    top = module.split(".")[0]
+    return bool(top) and any((root / f"{top}.py").is_file() or (root / top).is_dir() for root in local_roots)
+
+
+def _use_candidates(tree: ast.Module, local_roots: Sequence[Path]) -> list[AstCandidate]:
+    # What `__main__` binds is the run's configuration, not a loss the module defines: not buildable.
+    bound = {name: where for name, where in script.bindings(tree).items() if where[1] != "main"}
+    imports = _import_origins(tree)
+    definitions = {name for name, (_, category) in bound.items() if category == "definition"}
+    out: list[AstCandidate] = []
+    for use in _uses(tree):
+        node = use.node
+        outputs = (use.output,) if use.output is not None else ()
+        if isinstance(node, ast.Name):
+            if node.id in bound and bound[node.id][1] != "import":
+                out.append(AstCandidate(node.id, "use", bound[node.id][0], outputs=outputs, via=(use.via,)))
+            continue
+        if isinstance(node, (ast.Constant, ast.Starred)):
+            continue
+        free = script.node_names(node)
+        root = _root_name(node)
+        if root in imports and not (free & definitions):
+            module, level = imports[root]
+            if not (isinstance(node, ast.Call) and _is_local_module(module, level, local_roots)):
+                continue  # Keras' own (keras.losses.Huber()) or another module's object: not defined here
+        if free - set(bound) - script.BUILTIN_NAMES:
+            continue  # reads a function's local variables: it cannot be built from the module alone
+        text = ast.unparse(node)
+        out.append(AstCandidate(text, "expr", node.lineno, expr=text, outputs=outputs, via=(use.via,)))
+    return out
+
+
+def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*a, *b]))
+
+
+def _merge(by_name: list[AstCandidate], by_use: list[AstCandidate]) -> list[AstCandidate]:
+    """One candidate per name: what use says (outputs, how it is used) added to what the name says."""
+    merged = {c.name: c for c in by_name}
+    for c in by_use:
+        old = merged.get(c.name)
+        if old is not None:
+            c = replace(old, outputs=_union(old.outputs, c.outputs), via=_union(old.via, c.via))
+        merged[c.name] = c
+    out = []
+    for c in merged.values():
+        if c.kind in ("use", "expr") and set(c.via) == {"metrics"}:
+            c = replace(c, role="metric")
+        out.append(c)
+    return out
+
+
+def _mark_swapped(found: list[AstCandidate], tree: ast.Module) -> list[AstCandidate]:
+    """Functions that take the prediction first, when nothing hands them to Keras (which would not swap)."""
+    defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    out = []
+    for c in found:
+        params = _loss_params(defs[c.name]) if c.kind == "function" and c.name in defs else None
+        if params and param_order(params) == "prediction_first" and not set(c.via) & _KERAS_FACING:
+            c = replace(c, swapped=True)
+        out.append(c)
+    return out
+
+
+def _constructor_needs(node: ast.ClassDef, classes: dict[str, ast.ClassDef], depth: int = 0) -> list[str]:
+    """Required constructor arguments of a class, from its own `__init__` or a base class in this file."""
+    for item in node.body:
+        if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+            names, required = _positional(item.args)
+            needed = names[1:required]
+            needed += [a.arg for a, d in zip(item.args.kwonlyargs, item.args.kw_defaults) if d is None]
+            return needed
+    for base in node.bases:
+        name = _base_name(base)
+        if name in classes and depth < 20:
+            return _constructor_needs(classes[name], classes, depth + 1)
+    return []
+
+
+def _built_classes(found: list[AstCandidate], tree: ast.Module) -> set[str]:
+    """Names of the classes that the module's instances, compile() calls and factories construct."""
+    values = {
+        _assigned_name(node): node.value
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+    }
+    factories = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    built: set[str] = set()
+    for c in found:
+        if c.kind == "assign" and c.name in values:
+            built.add(_call_name(values[c.name]))
+        elif c.kind == "expr" and c.expr is not None:
+            built.add(_call_name(ast.parse(c.expr, mode="eval").body))
+        elif c.kind == "factory" and c.name in factories:
+            returns = [r.value for r in ast.walk(factories[c.name]) if isinstance(r, ast.Return) and r.value]
+            built |= {_call_name(value) for value in returns}
+    return built
+
+
+def _drop_covered_classes(found: list[AstCandidate], tree: ast.Module) -> list[AstCandidate]:
+    """A Loss class that needs constructor arguments is checked through what builds it, if anything does."""
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    built = _built_classes(found, tree)
+
+    def covered(c: AstCandidate) -> bool:
+        return c.kind == "class" and c.name in built and c.name in classes and bool(
+            _constructor_needs(classes[c.name], classes)
+        )
+
+    return [c for c in found if not covered(c)]
 
 
 def scan_file(path: Path, wanted: frozenset[str] | None = None) -> FileScan:
     """Pre-scan one file without importing it; names in `wanted` are candidates whatever they look like."""
     module, root = module_identity(path)
     try:
-        source = path.read_bytes().decode("utf-8")
-        candidates = scan_source(source, str(path), wanted)
-        if wanted and (missing := sorted(wanted - top_level_names(source))):
+        source = script.read_source(path)
+    except SyntaxError as exc:  # the coding line or the bytes: Python would not read it either
+        reason = re.sub(r" for '.*'$", "", str(exc.msg))
+        return FileScan(path, module, root, (), (f"not a Python source file: {reason}", None))
+    except (UnicodeDecodeError, LookupError) as exc:
+        return FileScan(path, module, root, (), (f"not a Python source file: {exc}", None))
+    try:
+        local_roots = tuple(dict.fromkeys([path.resolve().parent, root]))
+        candidates = scan_source(source, str(path), wanted, local_roots)
+        if wanted and (missing := sorted(wanted - top_level_names(source) - {c.name for c in candidates})):
             raise TargetError(f"{path.name} defines no top-level {', '.join(repr(n) for n in missing)}")
     except SyntaxError as exc:
         return FileScan(path, module, root, (), (f"SyntaxError: {exc.msg}", exc.lineno))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, LookupError) as exc:
         return FileScan(path, module, root, (), (f"not a Python source file: {exc}", None))
-    return FileScan(path, module, root, candidates)
+    return FileScan(path, module, root, candidates, keras2=flavour.detect(source))
+
+
+def import_roots(scan: FileScan, names: frozenset[str] | None) -> dict[str, frozenset[str]]:
+    """For a definitions-only import: each candidate `materialise` will build → the names it needs."""
+    return {c.name: c.roots for c in scan.candidates if _is_built(c, names)}
+
+
+def _is_built(c: AstCandidate, names: frozenset[str] | None) -> bool:
+    return c.name in names if names is not None else c.role != "metric"
+
+
+def check_probe_keys(keys: Iterable[str], scans: Sequence[FileScan], cwd: Path) -> None:
+    """Raise TargetError for a `--probe` key (a loss name or FILE::NAME) that names no loss."""
+    by_path = {scan.path.resolve(): scan for scan in scans}
+    everywhere = sorted({c.name for s in scans for c in s.candidates})
+    unreadable = any(scan.syntax_error for scan in scans)
+    for key in keys:
+        file, sep, name = key.rpartition("::")
+        if not sep:
+            if name not in everywhere and not unreadable:  # an unreadable file gets its own LD001
+                raise TargetError(_no_such_loss(key, name, everywhere, "in the checked files"))
+            continue
+        path = (cwd / file).resolve()
+        if not path.is_file():
+            raise TargetError(f"--probe {key}: {file}: no such file")
+        scan = by_path.get(path) or scan_file(path)
+        names = sorted({c.name for c in scan.candidates})
+        if name not in names and not scan.syntax_error:
+            raise TargetError(_no_such_loss(key, name, names, f"in {file}"))
+
+
+def _no_such_loss(key: str, name: str, names: list[str], where: str) -> str:
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f"; did you mean {', '.join(repr(n) for n in close)}?" if close else ""
+    return f"--probe {key}: no loss named {name!r} {where}{hint}"
 
 
 # --- runtime: in the worker, after the module is imported -------------------------------------
@@ -300,6 +691,15 @@ class Candidate:
     loss: Any = None  # a keras Loss instance (Keras' own object or the wrapper around a function)
     error: str | None = None  # could not be built
     skipped: str | None = None
+    outputs: tuple[str, ...] = ()  # the model outputs the module compiles it for
+    role: str = "loss"
+
+
+def main_only_message(name: str, line: int) -> str:
+    return (
+        f'`{name}` is only set under `if __name__ == "__main__":` (line {line}), which lossdiag does not run: '
+        "define it at module level"
+    )
 
 
 def _two_required_positional(fn: Callable[..., Any]) -> bool:
@@ -315,52 +715,86 @@ def _two_required_positional(fn: Callable[..., Any]) -> bool:
     return len(required) == 2 and not kwonly
 
 
-def _source_line(obj: Any, default: int) -> int:
+def _accepts_two_positional(fn: Callable[..., Any]) -> bool:
     try:
-        return inspect.getsourcelines(obj)[1]
-    except (OSError, TypeError):
-        return default
+        inspect.signature(fn).bind(None, None)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _required_parameters(cls: type) -> list[str]:
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return []
+    return [
+        p.name for p in sig.parameters.values()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+
+
+def _needs_message(cls: str, needs: list[str]) -> str:
+    names = ", ".join(f"`{n}`" for n in needs)
+    example = ", ".join(f"{n}=..." for n in needs)
+    return (
+        f"its constructor needs {names}; create an instance at module level (`loss = {cls}({example})`) "
+        "or pass one to compile() in this file"
+    )
+
+
+def prediction_first(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn(prediction, target)` as Keras calls a loss, `(y_true, y_pred)`; keeps fn's name and source."""
+
+    @functools.wraps(fn)
+    def called_prediction_first(y_true: Any, y_pred: Any) -> Any:
+        return fn(y_pred, y_true)
+
+    return called_prediction_first
+
+
+def _is_library_object(obj: Any) -> bool:
+    """Defined by an installed package or the standard library (Keras' own losses), not by the user."""
+    target = obj.func if isinstance(obj, functools.partial) else obj
+    holder = target if inspect.isfunction(target) or isinstance(target, type) else type(target)
+    module = sys.modules.get(getattr(holder, "__module__", "") or "")
+    file = getattr(module, "__file__", None)
+    if not file:
+        return module is not None
+    resolved = Path(file).resolve()
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return "site-packages" in resolved.parts or any(resolved.is_relative_to(p) for p in prefixes)
 
 
 def materialise(
     module: Any, scan: FileScan, names: frozenset[str] | None, wrap: Callable[[Any], Any], loss_bases: tuple[type, ...]
 ) -> list[Candidate]:
-    """The module's losses as Keras `Loss` objects, in source order; `wrap` builds Keras' wrapper."""
+    """The module's losses as Keras `Loss` objects, in source order; `wrap` builds Keras' wrapper.
+
+    Each candidate is built on its own: whatever building one raises (`sys.exit` in a constructor,
+    KeyboardInterrupt from a factory, a module `__getattr__` that raises) is an error on that candidate
+    only. Candidates found only in `metrics=[...]` are not built (unless named with FILE::NAME).
+    """
     file = str(scan.path)
     out: list[Candidate] = []
+    broken = vars(module).get(script.BROKEN, {})
     for ac in scan.candidates:
-        if names is not None and ac.name not in names:
+        if not _is_built(ac, names):
             continue
-        obj = getattr(module, ac.name, None)
-        cand = Candidate(ac.name, ac.kind, file, ac.line)
+        cand = Candidate(ac.name, ac.kind, file, ac.line, outputs=ac.outputs, role=ac.role)
+        if ac.main_only is not None:
+            cand.error = main_only_message(*ac.main_only)
+        elif ac.name in broken:
+            cand.error = f"module-level code it needs failed: {broken[ac.name]}"
+        if cand.error:
+            out.append(cand)
+            continue
         try:
-            if obj is None:
-                continue
-            if ac.kind == "class":
-                if not (isinstance(obj, type) and issubclass(obj, loss_bases)):
-                    continue
-                try:
-                    cand.loss = obj()
-                except TypeError as exc:
-                    cand.skipped = f"its constructor needs arguments ({exc}); create an instance at module level to check it"
-            elif ac.kind == "factory":
-                product = obj()
-                cand.loss = _as_loss(product, wrap, loss_bases)
-                if cand.loss is None:
-                    continue
-            elif ac.kind == "function":
-                cand.loss = wrap(obj)
-            else:  # module-level assignment: an instance, a closure, a partial, a lambda
-                if isinstance(obj, type) or not callable(obj):
-                    continue
-                if inspect.isfunction(obj) and obj.__module__ != module.__name__:
-                    continue  # imported from elsewhere
-                cand.loss = _as_loss(obj, wrap, loss_bases)
-                if cand.loss is None:
-                    continue
-        except Exception as exc:  # the user's factory or constructor raised
-            cand.error = f"building it raised {type(exc).__name__}: {_last_line(exc)}"
-        out.append(cand)
+            keep = _build(cand, ac, module, wrap, loss_bases)
+        except BaseException as exc:  # noqa: BLE001 - the user's code: nothing it raises may end the module
+            cand.loss, cand.error, keep = None, _building_error(exc), True
+        if keep:
+            out.append(cand)
     if names is not None:
         missing = sorted(names - {c.name for c in out})
         for name in missing:
@@ -368,11 +802,57 @@ def materialise(
     return out
 
 
-def _as_loss(obj: Any, wrap: Callable[[Any], Any], loss_bases: tuple[type, ...]) -> Any:
+def _building_error(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"building it called sys.exit({exc.code!r})"
+    return f"building it raised {type(exc).__name__}: {_last_line(exc)}"
+
+
+def _evaluate(ac: AstCandidate, module: Any, file: str) -> Any:
+    """The value of a compile() argument such as `focal_loss(gamma=2.0)`, in the module's namespace."""
+    tree = ast.parse(ac.expr or "", mode="eval")
+    ast.increment_lineno(tree, ac.line - 1)
+    return eval(compile(tree, file, "eval"), vars(module))  # noqa: S307 - the user's own expression
+
+
+def _build(cand: Candidate, ac: AstCandidate, module: Any, wrap: Callable[[Any], Any], bases: tuple[type, ...]) -> bool:
+    """Set `cand.loss` (or `skipped`); False when the object turns out not to be a loss at all."""
+    obj = _evaluate(ac, module, cand.file) if ac.kind == "expr" else getattr(module, ac.name, None)
+    if obj is None:
+        return False
+    if ac.kind == "class" or (ac.kind in ("use", "expr") and isinstance(obj, type)):
+        return _build_class(cand, obj, bases)
+    if ac.kind == "factory":
+        cand.loss = _as_loss(obj(), wrap, bases)
+    elif ac.kind == "function":
+        cand.loss = wrap(prediction_first(obj) if ac.swapped else obj)
+    elif ac.kind == "assign":
+        imported = inspect.isfunction(obj) and obj.__module__ != module.__name__  # defined elsewhere
+        cand.loss = None if imported or isinstance(obj, type) else _as_loss(obj, wrap, bases)
+    elif not _is_library_object(obj):  # use / expr: Keras calls whatever the module hands it
+        lenient = bool({"compile", "losses.get"} & set(ac.via))
+        cand.loss = _as_loss(obj, wrap, bases, lenient)
+    return cand.loss is not None
+
+
+def _build_class(cand: Candidate, obj: Any, bases: tuple[type, ...]) -> bool:
+    if not (isinstance(obj, type) and issubclass(obj, bases)):
+        return False
+    needs = _required_parameters(obj)
+    if needs:
+        cand.skipped = _needs_message(obj.__name__, needs)
+        return True
+    cand.loss = obj()
+    return True
+
+
+def _as_loss(obj: Any, wrap: Callable[[Any], Any], loss_bases: tuple[type, ...], lenient: bool = False) -> Any:
+    """A Loss instance as it is; a callable Keras can call as fn(y_true, y_pred) in Keras' wrapper."""
     if isinstance(obj, loss_bases):
         return obj
-    target = obj.func if isinstance(obj, functools.partial) else obj
-    if callable(target) and _two_required_positional(obj):
+    if isinstance(obj, type) or not callable(obj):
+        return None
+    if _two_required_positional(obj) or (lenient and _accepts_two_positional(obj)):
         return wrap(obj)
     return None
 

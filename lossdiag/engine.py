@@ -119,9 +119,10 @@ def check(targets: list[str], options: Options, cwd: Path | None = None) -> Repo
     errors: list[LoadError] = []
     without: list[str] = []
     jobs: list[ModuleJob] = []
-    for target in files:
+    scans = [discover.scan_file(target.path, target.names) for target in files]
+    discover.check_probe_keys(options.probes, scans, cwd)
+    for target, scan in zip(files, scans):
         display = discover.display_path(target.path, cwd)
-        scan = discover.scan_file(target.path, target.names)
         if scan.syntax_error is not None:
             message, line = scan.syntax_error
             errors.append(LoadError(display, "LD001", message, line))
@@ -140,7 +141,7 @@ def check(targets: list[str], options: Options, cwd: Path | None = None) -> Repo
     if jobs:
         worker_options = {
             "legacy": bool(options.legacy_keras), "batch_size": options.batch_size, "seed": options.seed,
-            "trace": options.trace,
+            "trace": options.trace, "full_import": options.full_import,
         }
         outcomes = run_modules(jobs, worker_options, options.timeout, options.max_memory_mb, log)
         for job in jobs:

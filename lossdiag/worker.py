@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from lossdiag import discover, probe
+from lossdiag import discover, probe, script
 from lossdiag.measurement import LossMeasurement
 
 
@@ -60,8 +60,15 @@ def _is_library(module: Any) -> bool:
     return any(resolved.is_relative_to(prefix) for prefix in prefixes) or "site-packages" in resolved.parts
 
 
-def import_user_module(name: str, path: Path, root: Path) -> Any:
-    """Import `path` under `name` with its folder (and the working directory) on sys.path."""
+def import_user_module(
+    name: str, path: Path, root: Path, definitions: dict[str, frozenset[str]] | None = None
+) -> Any:
+    """Import `path` under `name` with its folder (and the working directory) on sys.path.
+
+    With `definitions` (candidate → the names it needs), only the module's definitions run (see
+    `script`): a training script's data loading and `fit` never do. When that slice cannot define
+    the candidates, the whole file is imported after all; `-v` shows what was skipped and why.
+    """
     for entry in (str(Path.cwd()), str(root)):
         if entry not in sys.path:
             sys.path.insert(0, entry)
@@ -73,7 +80,7 @@ def import_user_module(name: str, path: Path, root: Path) -> Any:
         # replacing that module would break them, so the user's file gets a private name.
         name = f"_lossdiag_user_{name}"
     sys.modules.pop(name, None)
-    if "." in name:
+    if "." in name and definitions is None:
         module = importlib.import_module(name)
         if Path(module.__file__ or "").resolve() == path.resolve():
             return module
@@ -85,7 +92,10 @@ def import_user_module(name: str, path: Path, root: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        if definitions is None:
+            spec.loader.exec_module(module)
+        else:
+            module = script.import_definitions(spec, module, definitions)
     except BaseException:
         sys.modules.pop(name, None)
         raise
@@ -229,8 +239,10 @@ def check_module(request: dict[str, Any], options: dict[str, Any], channel: Text
     scan = discover.scan_file(path, None if names is None else frozenset(names))
     state = _globals(options)
     state.restore(state.initial)
+    full_import = request.get("full_import", options.get("full_import", False))
+    definitions = None if full_import else discover.import_roots(scan, None if names is None else frozenset(names))
     try:
-        module = import_user_module(request["module"], path, Path(request["root"]))
+        module = import_user_module(request["module"], path, Path(request["root"]), definitions)
     except BaseException as exc:  # SystemExit and friends too: the user's module must not end us
         if isinstance(exc, KeyboardInterrupt):
             raise

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 # The shared run takes the top-level fixtures; the slow robustness folder (hangs, crashes, memory
 # blow-ups) is covered by test_robustness.py with short limits, and as is by the whole-folder run.
-MARKER = re.compile(r"#\s*expect:\s*(?P<codes>[\w ,]+)$")
+# `# expect[NAME]: CODES` names the loss itself: a call in compile(), found by use, has no def line
+MARKER = re.compile(r"#\s*expect(?:\[(?P<name>[^\]]+)\])?:\s*(?P<codes>[\w ,]+)$")
 DEFINED = re.compile(r"^\s*(?:def|class)\s+(?P<def>\w+)|^(?P<assign>\w+)\s*(?::[^=]+)?=")
 
 pytestmark = pytest.mark.tf
@@ -30,6 +31,7 @@ def markers(path: Path) -> dict[str, set[str]]:
             continue
         name_match = DEFINED.match(line)
         name = "<module>" if name_match is None else name_match.group("def") or name_match.group("assign")
+        name = found.group("name") or name
         codes = {c.strip() for c in found.group("codes").split(",") if c.strip()}
         out[name] = codes
     return out
