@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MARKER = re.compile(r"#\s*expect:\s*(?P<codes>[\w ,]+)$")
+MARKER = re.compile(r"#\s*expect(?:\[(?P<name>[^\]]+)\])?:\s*(?P<codes>[\w ,]+)$")
 PROBE = re.compile(r"^\s*#\s*probe:\s*(?P<spec>\S+)\s*$")
 DEFINED = re.compile(r"^\s*(?:def|class)\s+(?P<def>\w+)|^(?P<assign>\w+)\s*(?::[^=]+)?=")
 BATCH_CODES = ("LD101", "LD102", "LD103", "LD104", "LD105")
@@ -36,9 +36,10 @@ def markers(path: Path) -> dict[str, tuple[frozenset[str], str | None]]:
             continue
         found = MARKER.search(line)
         name_match = DEFINED.match(line)
-        if found and name_match:
+        if found and (name_match or found.group("name")):
             codes = frozenset(c.strip() for c in found.group("codes").split(",") if c.strip())
-            out[name_match.group("def") or name_match.group("assign")] = (codes, probe)
+            name = found.group("name") or name_match.group("def") or name_match.group("assign")  # type: ignore[union-attr]
+            out[name] = (codes, probe)
         if line.strip() and not line.lstrip().startswith(("@", "#")):
             probe = None
     return out
