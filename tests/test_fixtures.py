@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import validate_report
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 # The shared run takes the top-level fixtures; the slow robustness folder (hangs, crashes, memory
@@ -46,7 +48,9 @@ def run_json(*args: str) -> dict:
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    data = json.loads(proc.stdout)
+    validate_report(data)
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +111,7 @@ def test_untraceable_loss_keeps_its_verdict_points_at_def_and_v_says_why():
         cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, NO_COLOR="1"), timeout=300,
     )
     assert proc.returncode == 1
+    validate_report(json.loads(proc.stdout))
     (result,) = json.loads(proc.stdout)["results"]
     ld101 = next(f for f in result["findings"] if f["code"] == "LD101")
     assert ld101["line"] == result["line"]  # the def line: no trace to point elsewhere

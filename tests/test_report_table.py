@@ -72,12 +72,16 @@ def test_no_escape_codes_without_colour_and_some_with_it(tmp_path):
 def test_summary_line_counts_statuses_errors_and_suppressions(tmp_path):
     report = _report(tmp_path)
     line = table.summary_line(report)
-    assert line == "3 losses in 2 files: 1 pass, 1 warn, 1 fail; 1 could not be loaded"
+    assert line == (
+        "3 losses in 2 files: 1 pass, 1 warn (not failing: --fail-on warning to fail on them), 1 fail; "
+        "1 could not be loaded"
+    )
+    assert table.summary_line(report, fail_on="warning") == "3 losses in 2 files: 1 pass, 1 warn, 1 fail; 1 could not be loaded"
 
 
 def test_quiet_form_is_one_line_per_finding(tmp_path):
     out = table.render_findings(_report(tmp_path))
-    assert out.splitlines()[0] == "broken.py:3: LD001 SyntaxError: invalid syntax"
+    assert out.splitlines()[0] == "broken.py:3:1: LD001 SyntaxError: invalid syntax"
     assert len(out.splitlines()) == 3
 
 
