@@ -141,7 +141,8 @@ def test_a_directive_for_another_code_does_not_suppress(runs):
     rc, out, err = runs[0]
     report = json.loads(out)
     other = next(r for r in report["results"] if r["name"] == "other_code")
-    assert [(f["code"], f["suppressed"]) for f in other["findings"]] == [("LD101", False)]
+    # and as it suppressed nothing (the loss is not coupled), it is itself reported: LD003
+    assert [(f["code"], f["suppressed"]) for f in other["findings"]] == [("LD003", False), ("LD101", False)]
     assert other["status"] == "fail"
     assert rc == 1, err
 
@@ -302,3 +303,55 @@ def test_add_ignore_leaves_files_without_findings_untouched(tmp_path: Path):
     before = path.stat().st_mtime_ns
     added = suppress.add_ignores((_loss(path, "a", 1),), tmp_path)
     assert (added.comments, added.files) == (0, 0) and path.stat().st_mtime_ns == before
+
+
+# --- end to end: --add-ignore, then a clean run; LD003 on a stale directive ----------------------
+
+ADOPT = (
+    "from keras import ops\r\n\r\n\r\n"
+    "def loss2(yz, yzhat):\r\n"
+    "    return ops.sum(ops.square(yz[:, 1] - yzhat[:, 1]), axis=-1)\r\n\r\n\r\n"
+    "def batch_mean(y_true, y_pred):\r\n"
+    "    return ops.mean(ops.square(y_true - y_pred))\r\n\r\n\r\n"
+    "def fine(y_true, y_pred):  # lossdiag: ignore[LD101]\r\n"
+    "    return ops.mean(ops.square(y_true - y_pred), axis=-1)\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def adoption(tmp_path_factory: pytest.TempPathFactory):
+    from conftest import run_cli
+
+    root = tmp_path_factory.mktemp("adopt")
+    path = root / "losses.py"
+    path.write_bytes(ADOPT.encode())
+    before = run_cli(["check", "losses.py", "--format", "json"], root)
+    added = run_cli(["check", "losses.py", "--add-ignore"], root)
+    after = run_cli(["check", "losses.py", "--format", "json", "--fail-on", "warning"], root)
+    return root, before, added, after
+
+
+@pytest.mark.tf
+def test_a_stale_directive_is_ld003(adoption):
+    root, (rc, out, err), _, _ = adoption
+    fine = next(r for r in json.loads(out)["results"] if r["name"] == "fine")
+    [finding] = fine["findings"]
+    assert (finding["code"], finding["line"], finding["severity"]) == ("LD003", 12, "warning")
+    assert "LD101" in finding["message"] and fine["status"] == "warn"
+    assert rc == 1  # loss2's LD101; LD003 alone would not fail by default
+
+
+@pytest.mark.tf
+def test_add_ignore_then_the_next_run_is_clean(adoption):
+    root, _, (rc, out, err), (rc2, out2, err2) = adoption
+    assert rc == 0, out + err
+    assert out.strip() == "Added 3 `# lossdiag: ignore` comments to 1 file."
+    data = (root / "losses.py").read_bytes()
+    assert b"def loss2(yz, yzhat):  # lossdiag: ignore[LD101]\r\n" in data
+    assert b"def batch_mean(y_true, y_pred):  # lossdiag: ignore[LD102]\r\n" in data
+    assert b"def fine(y_true, y_pred):  # lossdiag: ignore[LD101]  # lossdiag: ignore[LD003]\r\n" in data
+    assert data.count(b"\r\n") == ADOPT.count("\r\n") and b"\n" not in data.replace(b"\r\n", b"")
+    assert rc2 == 0, out2 + err2  # even with --fail-on warning
+    report = json.loads(out2)
+    assert all(f["suppressed"] for r in report["results"] for f in r["findings"])
+    assert report["summary"]["suppressed"] == 3

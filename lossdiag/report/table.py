@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich import box
-from rich.console import Console, Group
+from rich.console import Console
 from rich.padding import Padding
 from rich.syntax import Syntax
 from rich.table import Table
@@ -148,7 +148,7 @@ COLUMNS: tuple[tuple[str, str, Any], ...] = (
     ("Ratio", "right", _ratio_cell),
     ("Verdict", "left", _verdict_cell),
 )
-SHRINK_ORDER = (1, 0, 2, 4, 5, 3)  # the probe column gives way first, then the names' second line
+SHRINK_ORDER = (4, 2, 1, 0, 5, 3)  # n/a reasons wrap first, then the probe column, then the line under a name
 
 
 # --- layout -------------------------------------------------------------------------------------
@@ -210,12 +210,9 @@ def column_widths(results: Sequence[LossResult], width: int | None) -> list[int]
     return widths if excess <= 0 else None
 
 
-def file_table(file: str, results: Sequence[LossResult], widths: list[int]) -> Table:
-    """One file's losses, titled with its path."""
-    table = Table(
-        box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True,
-        title=Text(file, style="bold"), title_justify="left",
-    )
+def file_table(results: Sequence[LossResult], widths: list[int]) -> Table:
+    """One file's losses (the caller prints the file's path above it)."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
     for (header, justify, _), w in zip(COLUMNS, widths):
         # no_wrap: the cells are already wrapped between tokens; rich must not wrap them again
         table.add_column(header, width=w, justify=justify, no_wrap=True, overflow="fold")
@@ -259,15 +256,24 @@ def _source(file: str, line: int, color: bool, width: int | None) -> Syntax | No
 
 
 def _para(text: str, width: int | None, style: str = "", indent: str = "  ") -> Text:
-    return Text(wrap(text, None if width is None else width, indent), style=style or "", no_wrap=True, overflow="ignore")
+    """A paragraph wrapped between tokens here; print it with `_put` so that rich does not wrap it again."""
+    return Text(wrap(text, width, indent), style=style or "")
 
 
-def _finding(r: LossResult, f: Finding, color: bool, width: int | None) -> Group:
+def _put(console: Console, *renderables: Any) -> None:
+    """Print already-wrapped text as it is: a token longer than the terminal overflows, it is never cut."""
+    for renderable in renderables:
+        if isinstance(renderable, Text):
+            console.print(renderable, no_wrap=True, overflow="ignore", crop=False)
+        else:
+            console.print(renderable)
+
+
+def _finding(r: LossResult, f: Finding, color: bool, width: int | None) -> list[Any]:
     rule = RULES[f.code]
-    head = Text()
-    head.append(f"{f.code} {rule.name}", style=_code_style(f.code))
-    head.append(f" ({f.severity}) in ")
-    head.append(r.name, style="bold")
+    head = _para(f"{f.code} {rule.name} ({f.severity}) in {r.name}", width, indent="")
+    head.stylize(_code_style(f.code), 0, len(f.code) + 1 + len(rule.name))
+    head.stylize("bold", len(head.plain) - len(r.name))
     parts: list[Any] = [head, _para(f"{f.file}:{f.line}: {f.message}", width)]
     snippet = _source(f.file, f.line, color, width)
     if snippet is not None:
@@ -281,7 +287,7 @@ def _finding(r: LossResult, f: Finding, color: bool, width: int | None) -> Group
         fix = _para(f"fix: {f.hint}", width)
         fix.stylize("bold", 2, 6)
         parts.append(fix)
-    return Group(*parts)
+    return parts
 
 
 def _load_error(e: LoadError, width: int | None) -> Text:
@@ -355,15 +361,14 @@ def _print_results(console: Console, report: Report, width: int | None) -> None:
     shared = column_widths(report.results, width)
     for file, results in by_file.items():
         widths = shared or column_widths(results, width)
+        _put(console, Text(file, style="bold"))  # the title: a path is one token, never wrapped
         if widths is not None:
-            console.print(file_table(file, results, widths))
+            console.print(file_table(results, widths))
         else:
-            console.print(Text(file, style="bold"))
-            for r in results:
-                console.print(stacked_text(r, width))
+            _put(console, *(stacked_text(r, width) for r in results))
         console.print()
     for line in legend(report):
-        console.print(_para(line, width, "dim", indent=""))
+        _put(console, _para(line, width, "dim", indent=""))
     if legend(report):
         console.print()
 
@@ -376,14 +381,14 @@ def render(report: Report, *, color: bool = False, width: int | None = 80, fail_
         _print_results(console, report, width)
     for e in report.errors:
         if not e.suppressed:
-            console.print(_load_error(e, width))
+            _put(console, _load_error(e, width))
     for r in report.results:
         for f in r.active_findings:
-            console.print(_finding(r, f, color, width))
+            _put(console, *_finding(r, f, color, width))
             console.print()
         if r.status == "skipped" and r.note:
-            console.print(_para(f"{r.name} ({r.file}:{r.line}) skipped: {r.note}", width, "dim", indent=""))
-    console.print(_para(summary_line(report, fail_on), width, "bold", indent=""))
+            _put(console, _para(f"{r.name} ({r.file}:{r.line}) skipped: {r.note}", width, "dim", indent=""))
+    _put(console, _para(summary_line(report, fail_on), width, "bold", indent=""))
     return strip_trailing_spaces(buffer.getvalue())
 
 

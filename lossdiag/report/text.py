@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-# A token is a run of: backtick spans, parenthesised groups without nested parentheses, other non-space
-# characters. `(B, 2)`, `` `sum(..., axis=-1)` `` and `y_true=(B, 2)` are each one token.
-_TOKEN = re.compile(r"(?:`[^`\n]*`|\([^()\n]*\)|\S)+")
+# A token is a run of: backtick spans, shape-like parenthesised groups (no nested parentheses, no word of
+# three letters or more: prose in parentheses still wraps), other non-space characters. `(B, 2)`,
+# `(32, 16, 16, 1)`, `` `sum(..., axis=-1)` `` and `y_true=(B, 2)` are each one token.
+_TOKEN = re.compile(r"(?:`[^`\n]*`|\((?:(?![A-Za-z]{3})[^()\n])*\)|\S)+")
 
 
 def tokens(text: str) -> list[str]:
