@@ -114,4 +114,6 @@ class ProgressDisplay:
             if self._progress is None:
                 return
             done = max(0, self._losses - (1 if self._current is not None else 0))
-            self._progress.update(self._task, description=self.description(), completed=done, total=self._loss_total)
+            self._progress.update(
+                self._task, description=self.description(), completed=done, total=self._loss_total, refresh=True
+            )

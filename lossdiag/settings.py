@@ -361,7 +361,7 @@ def _option_cell(setting: Setting) -> str:
         text += " (" + ", ".join(f"`{s}`" for s in shorts) + ")"
     if setting.secondary:
         text += f" / `{setting.secondary}`"
-    return text
+    return text.replace("|", "\\|")  # GitHub tables need `|` escaped, in code spans too
 
 
 def _key_cell(setting: Setting) -> str:
