@@ -165,17 +165,21 @@ def check(ctx: click.Context, targets: tuple[str, ...], **given: Any) -> None:
         raise UsageError(str(exc)) from None
     values = resolve(ctx, given, file_config)
     targets = _targets(targets, values, file_config, cwd)
-    out_path = _output_path(values["output"], targets, cwd)
+    # `output` in the config is relative to the pyproject.toml, like every other path there
+    base = cwd if "output" in values["cli_given"] or file_config.root is None else file_config.root
+    out_path = _output_path(values["output"], targets, cwd, base)
     options = build_options(values, file_config, cwd)
     report = _run(targets, options, cwd)
+    if values["add_ignore"]:
+        status = _add_ignore(report, cwd)
+    else:
+        fail_on = "never" if values["exit_zero"] else values["fail_on"]
+        _emit(report, values, out_path, fail_on)
+        status = exit_status(report, fail_on)
     if values["verbose"]:
         for entry in report.log:
             click.echo(entry, err=True)
-    if values["add_ignore"]:
-        raise SystemExit(_add_ignore(report, cwd))
-    fail_on = "never" if values["exit_zero"] else values["fail_on"]
-    _emit(report, values, out_path, fail_on)
-    raise SystemExit(exit_status(report, fail_on))
+    raise SystemExit(status)
 
 
 def _path_or_none(value: Any) -> Path | None:
@@ -196,11 +200,11 @@ def _targets(
 PYTHON_SUFFIXES = (".py", ".pyi", ".pyw")
 
 
-def _output_path(text: str | None, targets: Sequence[str], cwd: Path) -> Path | None:
+def _output_path(text: str | None, targets: Sequence[str], cwd: Path, base: Path) -> Path | None:
     """`--output` is checked before anything runs: never a folder, never a checked or Python file."""
     if text is None:
         return None
-    path = Path(text) if Path(text).is_absolute() else cwd / text
+    path = Path(text) if Path(text).is_absolute() else base / text
     if path.is_dir():
         raise UsageError(f"{text}: is a folder; --output needs a file name")
     resolved = path.resolve()

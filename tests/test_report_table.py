@@ -157,3 +157,12 @@ def test_output_that_is_not_a_terminal_is_not_wrapped_and_has_no_trailing_spaces
     assert all(line == line.rstrip() for line in out.splitlines())
     message = next(line for line in out.splitlines() if "summed [bold]away[/bold]" in line)
     assert message.startswith("  ") and "returns shape ()" in message  # one line, however long
+
+
+def test_summary_counts_cached_results_and_unprobed_warnings():
+    unprobed = LossResult("a.py::f", "f", "a.py", 1, "error",
+                          findings=(Finding("LD002", "warning", "every probe raised", "a.py", 1),))
+    report = Report(results=(unprobed,), files_checked=1, cached=1)
+    assert table.summary_line(report) == (
+        "1 loss in 1 file: 1 error, 1 warning (not failing: --fail-on warning to fail on them); 1 from the cache"
+    )

@@ -317,18 +317,27 @@ def _plural(n: int, word: str, plural: str = "") -> str:
     return f"{n} {word if n == 1 else (plural or word + 's')}"
 
 
-def summary_line(report: Report, fail_on: str = "error") -> str:
-    """`3 losses in 1 file: 1 pass, 2 warn (not failing: --fail-on warning to fail on them); 1 suppressed`."""
+def _status_counts(report: Report, fail_on: str) -> list[str]:
+    """`2 pass, 1 warn (not failing: ...)`: warnings that do not fail the run say how to make them fail."""
     s = report.summary()
-    line = f"{_plural(s['losses'], 'loss', 'losses')} in {_plural(report.files_checked, 'file')}"
     counts = [f"{s[k]} {k}" for k in ("pass", "warn", "fail", "error", "skipped") if s[k]]
     warnings = [f for _, f in report.active_findings() if getattr(f, "severity", "error") == "warning"]
-    if fail_on == "error" and warnings:
-        note = "(not failing: --fail-on warning to fail on them)"
-        if s["warn"]:
-            counts[[c.endswith(" warn") for c in counts].index(True)] += " " + note
-        else:
-            counts.append(f"{_plural(len(warnings), 'warning')} {note}")
+    if fail_on != "error" or not warnings:
+        return counts
+    note = "(not failing: --fail-on warning to fail on them)"
+    if s["warn"]:
+        at = [c.endswith(" warn") for c in counts].index(True)
+        counts[at] += " " + note
+    else:  # warnings only on losses that could not be probed (LD002)
+        counts.append(f"{_plural(len(warnings), 'warning')} {note}")
+    return counts
+
+
+def summary_line(report: Report, fail_on: str = "error") -> str:
+    """`3 losses in 1 file: 1 pass, 2 warn (not failing: --fail-on warning to fail on them); 1 suppressed`."""
+    losses = len(report.results)
+    line = f"{_plural(losses, 'loss', 'losses')} in {_plural(report.files_checked, 'file')}"
+    counts = _status_counts(report, fail_on)
     line += (": " + ", ".join(counts)) if counts else ""
     if report.errors:
         line += f"; {len([e for e in report.errors if not e.suppressed])} could not be loaded"
