@@ -249,7 +249,7 @@ def test_config_in_a_parent_folder_is_used(runs):
     assert loss["name"] == "loss2" and loss["file"].endswith("losses/seed.py")
     assert [f["code"] for f in loss["findings"]] == ["LD101"]
     # [tool.lossdiag.probes] chose the layout; its FILE::NAME key is relative to the pyproject.toml
-    assert loss["probe"] == {"batch_size": 32, "y_true": [32, 3], "y_pred": [32, 3], "labels": "real"}
+    assert loss["probe"] == {"batch_size": 32, "y_true": [32, 3], "y_pred": [32, 3], "labels": "real", "source": "config"}
 
 
 @pytest.mark.tf

@@ -90,7 +90,7 @@ def test_seed_bug_ratio_is_the_batch_size(report):
     assert loss2["status"] == "fail"
     assert loss2["ratio"] == pytest.approx(32, rel=0.05)
     assert loss2["output_shape"] == []
-    assert loss2["probe"] == {"batch_size": 32, "y_true": [32, 2], "y_pred": [32, 2], "labels": "binary"}
+    assert loss2["probe"] == {"batch_size": 32, "y_true": [32, 2], "y_pred": [32, 2], "labels": "binary", "source": "inferred"}
     fixed = next(r for r in report["results"] if r["id"] == "fixtures/seed_losses.py::loss2_fixed")
     assert fixed["ratio"] == pytest.approx(1.0, rel=1e-3)
     assert fixed["output_shape"] == [32]
