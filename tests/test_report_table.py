@@ -98,7 +98,6 @@ def test_an_empty_run_renders_only_the_summary():
 
 # --- no token is ever split; what the new result fields look like ---------------------------------
 
-from conftest import REPO  # noqa: E402
 from table_check import check_tokens  # noqa: E402
 
 from lossdiag.models import LossResult as _LR  # noqa: E402

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import click
 import pytest
 
 from conftest import SEED_BUG, run_cli, run_cli_many, write

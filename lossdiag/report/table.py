@@ -15,7 +15,6 @@ from typing import Any, Sequence
 
 from rich import box
 from rich.console import Console
-from rich.padding import Padding
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
