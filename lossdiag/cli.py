@@ -280,13 +280,12 @@ def _run(targets: Sequence[str], options: Any, cwd: Path) -> Any:
 
 
 def _table_width(to_file: bool) -> int | None:
-    """A terminal's width; in a pipe or a file no wrapping at all, unless COLUMNS asks for a width."""
-    columns = os.environ.get("COLUMNS", "")
+    """A terminal's width (COLUMNS, else the terminal's own); in a pipe or a file, no wrapping at all."""
     if not to_file and sys.stdout.isatty():
         import shutil
 
         return shutil.get_terminal_size((80, 24)).columns
-    return int(columns) if columns.isdigit() and int(columns) > 0 else None
+    return None
 
 
 def render(report: Any, values: dict[str, Any], fail_on: str, to_file: bool) -> str:

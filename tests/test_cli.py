@@ -279,8 +279,7 @@ def other_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int,
         "warn-config": (["check", "mean.py", "-q"], root / "strict"),
     }
     outcome = dict(zip(runs, run_cli_many(runs.values())))
-    piped = {k: v for k, v in cli_env().items() if k != "COLUMNS"}
-    outcome["pipe"] = run_cli(["check", SEED], REPO, env=piped)
+    outcome["pipe"] = run_cli(["check", SEED], REPO, env=cli_env(COLUMNS="80"))  # a width, but not a terminal
     return outcome
 
 

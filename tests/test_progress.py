@@ -39,31 +39,49 @@ def test_a_short_run_never_draws(tmp_path: Path):
     assert stream.getvalue() == ""
 
 
-def _run_with_stderr_on_a_pty(args: list[str], cwd: Path) -> tuple[int, str, str]:
-    master, slave = pty.openpty()
-    env = cli_env(TERM="xterm", COLUMNS="100")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lossdiag", *args], cwd=cwd, env=env,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
-    )
-    os.close(slave)
-    chunks: list[bytes] = []
-    assert proc.stdout is not None
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if master in ready:
+def _drain(fds: list[int], proc: subprocess.Popen) -> dict[int, bytes]:
+    """Read every pseudo-terminal until the process is gone and they are empty."""
+    chunks: dict[int, list[bytes]] = {fd: [] for fd in fds}
+    open_fds = list(fds)
+    while open_fds:
+        ready, _, _ = select.select(open_fds, [], [], 0.2)
+        for fd in ready:
             try:
-                data = os.read(master, 65536)
+                data = os.read(fd, 65536)
             except OSError:  # the other end closed
                 data = b""
-            if not data and proc.poll() is not None:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
+            if data:
+                chunks[fd].append(data)
+            elif proc.poll() is not None:
+                open_fds.remove(fd)
+        if not ready and proc.poll() is not None:
             break
-    out = proc.stdout.read().decode()
-    os.close(master)
-    return proc.wait(), out, b"".join(chunks).decode(errors="replace")
+    return {fd: b"".join(parts) for fd, parts in chunks.items()}
+
+
+def _run_on_ptys(args: list[str], cwd: Path, stdout_too: bool = False, columns: str = "100") -> tuple[int, str, str]:
+    """Run the CLI with stderr (and stdout, if asked) on pseudo-terminals; (status, stdout, stderr)."""
+    err_master, err_slave = pty.openpty()
+    out_master, out_slave = pty.openpty() if stdout_too else (None, None)
+    env = cli_env(TERM="xterm", COLUMNS=columns)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lossdiag", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        stdout=out_slave if stdout_too else subprocess.PIPE, stderr=err_slave,
+    )
+    os.close(err_slave)
+    if out_slave is not None:
+        os.close(out_slave)
+    read = _drain([fd for fd in (err_master, out_master) if fd is not None], proc)
+    out = read[out_master] if out_master is not None else proc.stdout.read()  # type: ignore[union-attr]
+    for fd in (err_master, out_master):
+        if fd is not None:
+            os.close(fd)
+    decode = lambda data: data.decode(errors="replace").replace("\r\n", "\n")  # noqa: E731
+    return proc.wait(), decode(out), decode(read[err_master])
+
+
+def _run_with_stderr_on_a_pty(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    return _run_on_ptys(args, cwd)
 
 
 @pytest.mark.tf
@@ -86,3 +104,13 @@ def test_a_run_shorter_than_a_second_draws_nothing_even_at_a_terminal(tmp_path: 
     write(tmp_path / "helpers.py", "def add(a, b):\n    return a + b\n")
     rc, out, err = _run_with_stderr_on_a_pty(["check", "helpers.py"], tmp_path)
     assert rc == 0 and err == "", err
+
+
+@pytest.mark.tf
+def test_at_an_80_column_terminal_the_report_fits_and_nothing_is_split():
+    rc, out, err = _run_on_ptys(["check", "fixtures/seed_losses.py", "fixtures/shapes.py"], REPO, True, "80")
+    assert rc == 1, out + err
+    lines = out.splitlines()
+    assert lines and max(len(line) for line in lines) <= 80
+    assert "sparse_categorical_per_sample" in out and "(32, 16, 16, 1)" in out
+    assert all(line == line.rstrip() for line in lines)
