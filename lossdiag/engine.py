@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
-from lossdiag import discover, rules, suppress
+from lossdiag import discover, rules, selection, suppress
 from lossdiag.rules import text
 from lossdiag.isolation import ModuleJob, run_modules
 from lossdiag.measurement import LossMeasurement
 from lossdiag.models import Finding, LoadError, Location, LossResult, Probe, Report
 
+# Called with (module path, None) when a module starts and (module path, loss name) when a loss starts.
+ProgressCallback = Callable[[str, "str | None"], None]
+
 
 @dataclass(frozen=True)
 class Options:
-    """Everything that shapes a check; the CLI builds it from flags over `[tool.lossdiag]`."""
+    """Everything that shapes a check; the CLI builds it from flags over `[tool.lossdiag]` (settings.py).
+
+    `select`/`ignore` are code prefixes decided as one layer (the longest matching prefix wins, a tie
+    ignores, an empty `select` means every rule); the CLI passes the codes its layered selection
+    enabled. Globs in `exclude` and `per_file_ignores` are matched against paths as shown (relative to
+    `cwd`, else absolute) and file names; per-file-ignores globs with `/` are absolute.
+    """
 
     batch_size: int = 32
     seed: int = 0
@@ -27,30 +38,54 @@ class Options:
     exclude: tuple[str, ...] = ()
     trace: bool = True
     full_import: bool = False  # import training scripts whole instead of their definitions only
-    jobs: int = 1  # worker processes
+    jobs: int = 1  # worker processes; 0 = auto (see resolve_jobs)
     cache: bool = True
-    cache_dir: str | None = None
+    cache_dir: str | None = None  # None: .lossdiag_cache in the project root
+    per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (glob, code prefixes)
+    force_exclude: bool = False  # apply `exclude` to files named as targets too
+    probe_sources: dict[str, str] = field(default_factory=dict)  # probes key -> "given" | "config"
 
 
 def is_selected(code: str, select: tuple[str, ...], ignore: tuple[str, ...]) -> bool:
-    """flake8's rule: codes match by prefix, the longest matching prefix decides, a tie ignores."""
-    selected = max((len(p) for p in select if code.startswith(p)), default=None)
-    if select and selected is None:
-        return False
-    ignored = max((len(p) for p in ignore if code.startswith(p)), default=None)
-    return ignored is None or (selected is not None and selected > ignored)
+    """flake8's and ruff's rule: codes match by prefix, the longest matching prefix decides, a tie ignores."""
+    return selection.is_selected(code, select, ignore)
 
 
-def _probe_overrides(options: Options, cwd: Path) -> tuple[dict[str, str], dict[Path, dict[str, str]]]:
+def resolve_jobs(jobs: int, modules: int) -> int:
+    """Worker processes for a run: `jobs`, or for auto (0) one per core but no more than modules."""
+    if jobs > 0:
+        return jobs
+    return max(1, min(os.cpu_count() or 1, modules))
+
+
+def file_selector(options: Options, cwd: Path) -> Callable[[str], Callable[[str], bool]]:
+    """For a shown file path: whether a code is reported there (selection, then per-file-ignores)."""
+
+    def for_file(display: str) -> Callable[[str], bool]:
+        off = selection.ignored_in_file((cwd / display).resolve(), options.per_file_ignores)
+
+        def selected(code: str) -> bool:
+            return is_selected(code, options.select, options.ignore) and not any(code.startswith(p) for p in off)
+
+        return selected
+
+    return for_file
+
+
+Override = tuple[str, str]  # (SPEC, where it came from: "given" | "config")
+
+
+def _probe_overrides(options: Options, cwd: Path) -> tuple[dict[str, Override], dict[Path, dict[str, Override]]]:
     """`--probe` keys are a loss name (in any file) or FILE::NAME: split them once."""
-    by_name: dict[str, str] = {}
-    by_file: dict[Path, dict[str, str]] = {}
+    by_name: dict[str, Override] = {}
+    by_file: dict[Path, dict[str, Override]] = {}
     for key, spec in options.probes.items():
+        source = options.probe_sources.get(key, "given")
         file, sep, name = key.rpartition("::")
         if sep:
-            by_file.setdefault((cwd / file).resolve(), {})[name] = spec
+            by_file.setdefault((cwd / file).resolve(), {})[name] = (spec, source)
         else:
-            by_name[name] = spec
+            by_name[name] = (spec, source)
     return by_name, by_file
 
 
@@ -66,19 +101,13 @@ def _probe(m: LossMeasurement) -> Probe | None:
     return Probe(m.batch_size, t_shape, p_shape, m.layout.spec.labels, source)
 
 
-def _unprobed(m: LossMeasurement, rid: str, display: str, options: Options) -> LossResult:
+def _unprobed(m: LossMeasurement, rid: str, display: str) -> LossResult:
     """A loss that could not be measured: LD004 when lossdiag failed, LD002 when the loss ran on nothing."""
     code = "LD004" if m.internal_error else "LD002"
     message = rules.not_probed.internal_message(m) if m.internal_error else rules.not_probed.message(m)
     hint = rules.not_probed.INTERNAL_HINT if m.internal_error else rules.not_probed.hint(m)
-    if not is_selected(code, options.select, options.ignore):
-        return LossResult(rid, m.name, display, m.line, "skipped", note="not probed: " + message)
-    finding = Finding(
-        code, rules.RULES[code].severity, message, display, m.line, hint=hint,
-        suppressed=suppress.is_suppressed(code, [(m.file, m.line)]),
-    )
-    status = "pass" if finding.suppressed else "error"
-    return LossResult(rid, m.name, display, m.line, status, findings=(finding,))
+    finding = Finding(code, rules.RULES[code].severity, message, display, m.line, hint=hint)
+    return LossResult(rid, m.name, display, m.line, "error", findings=(finding,))
 
 
 def _finding(d: rules.Detection, m: LossMeasurement, cwd: Path) -> Finding:
@@ -88,83 +117,115 @@ def _finding(d: rules.Detection, m: LossMeasurement, cwd: Path) -> Finding:
         d.code, rules.RULES[d.code].severity, message, _rel(place.file, cwd), place.line,
         (place.hint or d.hint) + rules.pin(m),
         tuple(Location(_rel(f, cwd), ln, msg) for f, ln, msg in place.related),
-        suppressed=suppress.is_suppressed(d.code, [(m.file, m.line), (place.file, place.line)]),
     )
 
 
-def _result(m: LossMeasurement, display: str, cwd: Path, options: Options) -> LossResult:
+def _result(m: LossMeasurement, display: str, cwd: Path) -> LossResult:
+    """Every finding the measurements show; selection and suppression come after (suppress.apply)."""
     rid = f"{display}::{m.name}"
     if m.skipped:
         return LossResult(rid, m.name, display, m.line, "skipped", note=m.skipped)
     if m.layout is None or m.internal_error:
-        return _unprobed(m, rid, display, options)
-    findings = [
-        _finding(d, m, cwd) for d in rules.detect(m) if is_selected(d.code, options.select, options.ignore)
-    ]
-    severities = {f.severity for f in findings if not f.suppressed}
+        return _unprobed(m, rid, display)
+    findings = sorted((_finding(d, m, cwd) for d in rules.detect(m)), key=lambda f: (f.code, f.file, f.line))
+    severities = {f.severity for f in findings}
     status = "fail" if "error" in severities else "warn" if "warning" in severities else "pass"
     expected, actual, ratio, na_reason = rules.magnitude(m)
     return LossResult(
         rid, m.name, display, m.line, status, probe=_probe(m), output_shape=m.layout.batch_shape,
-        expected=expected, actual=actual, ratio=ratio, na_reason=na_reason,
-        findings=tuple(sorted(findings, key=lambda f: (f.code, f.file, f.line))),
+        expected=expected, actual=actual, ratio=ratio, na_reason=na_reason, findings=tuple(findings),
     )
 
 
-def check(targets: list[str], options: Options, cwd: Path | None = None) -> Report:
-    """Check every loss the targets name. Raises discover.TargetError for a target that does not exist."""
-    cwd = (cwd or Path.cwd()).resolve()
-    files = discover.resolve_targets(targets, cwd, options.exclude)
-    probes_by_name, probes_by_file = _probe_overrides(options, cwd)
-    errors: list[LoadError] = []
-    without: list[str] = []
-    jobs: list[ModuleJob] = []
+@dataclass
+class _Plan:
+    jobs: list[ModuleJob] = field(default_factory=list)
+    errors: list[LoadError] = field(default_factory=list)
+    without: list[str] = field(default_factory=list)
+    candidates: int = 0
+
+
+def _plan(files: list[discover.Target], options: Options, cwd: Path) -> _Plan:
+    """Scan every file (no import): syntax errors, files without losses, and a job per module to run."""
+    plan = _Plan()
+    by_name, by_file = _probe_overrides(options, cwd)
     scans = [discover.scan_file(target.path, target.names) for target in files]
     discover.check_probe_keys(options.probes, scans, cwd)
     for target, scan in zip(files, scans):
         display = discover.display_path(target.path, cwd)
         if scan.syntax_error is not None:
             message, line = scan.syntax_error
-            errors.append(LoadError(display, "LD001", message, line))
+            plan.errors.append(LoadError(display, "LD001", message, line))
             continue
         wanted = [c for c in scan.candidates if target.names is None or c.name in target.names]
         if not wanted and target.names is None:
-            without.append(display)
+            plan.without.append(display)
             continue
-        probes = {**probes_by_name, **probes_by_file.get(target.path.resolve(), {})}
+        overrides = {**by_name, **by_file.get(target.path.resolve(), {})}
         names = None if target.names is None else sorted(target.names)
         lines = {c.name: c.line for c in scan.candidates}
-        jobs.append(ModuleJob(target.path, scan.module, scan.sys_path_root, names, probes, lines))
+        # the worker gets each pinned layout with where it came from (given or config): JSON probe.source
+        probes = {name: [spec, source] for name, (spec, source) in overrides.items()}
+        plan.jobs.append(ModuleJob(target.path, scan.module, scan.sys_path_root, names, probes, lines))
+        plan.candidates += len(names) if names is not None else len(wanted)
+    return plan
 
-    log: list[str] = []
+
+def _run(plan: _Plan, options: Options, cwd: Path, progress: ProgressCallback | None, log: list[str]) -> list[LossResult]:
+    """Run the planned modules in the worker; load errors go to `plan.errors`, captured text to `log`."""
     results: list[LossResult] = []
-    if jobs:
-        worker_options = {
-            "legacy": bool(options.legacy_keras), "batch_size": options.batch_size, "seed": options.seed,
-            "trace": options.trace, "full_import": options.full_import,
-        }
-        outcomes = run_modules(jobs, worker_options, options.timeout, options.max_memory_mb, log)
-        for job in jobs:
-            outcome = outcomes[job.path]
-            display = discover.display_path(job.path, cwd)
-            if outcome.load_error is not None:
-                message, line = outcome.load_error
-                if is_selected("LD001", options.select, options.ignore):
-                    errors.append(LoadError(display, "LD001", message, line))
-                continue
-            for m in outcome.measurements:
-                results.append(_result(m, display, cwd, options))
-                if m.trace is not None and m.trace.error:
-                    log.append(f"{display}::{m.name}: could not trace it as a graph ({m.trace.error})")
-                if m.name in outcome.output:
-                    log.append(f"{display}::{m.name} printed:\n{outcome.output[m.name]}")
+    if not plan.jobs:
+        return results
+    worker_options = {
+        "legacy": bool(options.legacy_keras), "batch_size": options.batch_size, "seed": options.seed,
+        "trace": options.trace, "full_import": options.full_import,
+    }
+    announce = getattr(progress, "plan", None)
+    if callable(announce):
+        announce(len(plan.jobs), plan.candidates)
+    outcomes = run_modules(plan.jobs, worker_options, options.timeout, options.max_memory_mb, log, progress=progress)
+    for job in plan.jobs:
+        outcome = outcomes[job.path]
+        display = discover.display_path(job.path, cwd)
+        if outcome.load_error is not None:
+            message, line = outcome.load_error
+            plan.errors.append(LoadError(display, "LD001", message, line))
+            continue
+        for m in outcome.measurements:
+            results.append(_result(m, display, cwd))
+            if m.trace is not None and m.trace.error:
+                log.append(f"{display}::{m.name}: could not trace it as a graph ({m.trace.error})")
+            if m.name in outcome.output:
+                log.append(f"{display}::{m.name} printed:\n{outcome.output[m.name]}")
+    return results
+
+
+def check(
+    targets: list[str], options: Options, cwd: Path | None = None, progress: ProgressCallback | None = None
+) -> Report:
+    """Check every loss the targets name. Raises discover.TargetError for a target that does not exist.
+
+    `progress`, if given, is called with (module path, None) when a module starts and (module path,
+    loss name) when a loss starts; if it has a `plan(modules, candidates)` method, that is called once
+    before the first module.
+    """
+    cwd = (cwd or Path.cwd()).resolve()
+    files = discover.resolve_targets(targets, cwd, options.exclude)
+    if options.force_exclude:  # files named on the command line obey `exclude` too (pre-commit names files)
+        files = [t for t in files if not selection.path_matches(discover.display_path(t.path, cwd), options.exclude)]
+    plan = _plan(files, options, cwd)
+    log: list[str] = []
+    results = _run(plan, options, cwd, progress, log)
+    selector = file_selector(options, cwd)
+    errors = [e for e in plan.errors if selector(e.file)(e.code)]
+    results = list(suppress.apply(results, selector, cwd))
     results.sort(key=lambda r: (r.file, r.line, r.name))
     errors.sort(key=lambda e: (e.file, e.line or 0))
     return Report(
         results=tuple(results),
         errors=tuple(errors),
         files_checked=len(files),
-        files_without_losses=tuple(sorted(without)),
+        files_without_losses=tuple(sorted(plan.without)),
         batch_size=options.batch_size,
         seed=options.seed,
         log=tuple(log),

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lossdiag.measurement import LossMeasurement
 
@@ -191,7 +191,8 @@ def _failed(job: ModuleJob, name: str, reason: str) -> LossMeasurement:
 
 
 def run_modules(
-    jobs: list[ModuleJob], options: dict[str, Any], timeout: float, max_memory_mb: int, log: list[str]
+    jobs: list[ModuleJob], options: dict[str, Any], timeout: float, max_memory_mb: int, log: list[str],
+    progress: Callable[[str, str | None], None] | None = None,
 ) -> dict[Path, ModuleOutcome]:
     """Check every module; a failing loss costs at most `timeout` and a restart of the worker."""
     outcomes: dict[Path, ModuleOutcome] = {}
@@ -199,6 +200,8 @@ def run_modules(
     try:
         for job in jobs:
             outcome = outcomes.setdefault(job.path, ModuleOutcome())
+            if progress is not None:
+                progress(str(job.path), None)
             done: set[str] = set()
             while True:
                 if worker is not None and worker.proc.poll() is not None:
@@ -228,6 +231,8 @@ def run_modules(
                             mark = worker.log_size()
                         elif kind == "start":
                             current, mark = event["name"], worker.log_size()
+                            if progress is not None:
+                                progress(str(job.path), current)
                         elif kind == "result":
                             m = LossMeasurement.from_json(event["measurement"])
                             text = worker.log_text(mark).strip()

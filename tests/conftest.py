@@ -1,11 +1,14 @@
-"""Shared test helpers: run the real CLI in a subprocess, several at once when they are independent."""
+"""Shared test helpers: run the real CLI in a subprocess, several at once when they are independent.
+
+Every JSON report a CLI run prints (or writes with --output) is validated against the JSON Schema the
+package ships (`lossdiag schema`), so no test can pass on output that breaks the contract.
+"""
 
 from __future__ import annotations
 
-import json
-
+import functools
 import importlib.util
-
+import json
 import os
 import subprocess
 import sys
@@ -40,13 +43,74 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(args: Sequence[str], cwd: Path | str | None = None, timeout: float = 300) -> tuple[int, str, str]:
-    """`python -m lossdiag ARGS` in `cwd`: (returncode, stdout, stderr)."""
+def run_cli(
+    args: Sequence[str], cwd: Path | str | None = None, timeout: float = 300, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """`python -m lossdiag ARGS` in `cwd`: (returncode, stdout, stderr). JSON reports are schema-checked."""
     proc = subprocess.run(
         [sys.executable, "-m", "lossdiag", *args],
-        cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, env=env or cli_env(), capture_output=True, text=True, timeout=timeout,
     )
+    validate_json_outputs(args, proc.stdout, Path(cwd or Path.cwd()))
     return proc.returncode, proc.stdout, proc.stderr
+
+
+# --- the JSON report's schema ------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _report_schema_validator():
+    try:
+        import jsonschema
+    except ImportError:  # the dev extra is not installed: nothing to validate with
+        return None
+    schema = json.loads((REPO / "lossdiag" / "report" / "schema.json").read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def validate_report(data: object) -> None:
+    """Raise AssertionError naming every way `data` breaks the shipped JSON Schema."""
+    validator = _report_schema_validator()
+    if validator is None:
+        return
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    assert not errors, "report does not match lossdiag/report/schema.json: " + "; ".join(
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors[:5]
+    )
+
+
+def _looks_like_report(text: str) -> object | None:
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and "schema" in data and "results" in data else None
+
+
+def validate_json_outputs(args: Sequence[str], stdout: str, cwd: Path) -> None:
+    """Validate a JSON report on stdout, and one written with --output/-o."""
+    data = _looks_like_report(stdout)
+    if data is not None:
+        validate_report(data)
+    for flag in ("--output", "-o"):
+        if flag in args and args.index(flag) + 1 < len(args):
+            path = Path(args[args.index(flag) + 1])
+            path = path if path.is_absolute() else cwd / path
+            if path.is_file():
+                data = _looks_like_report(path.read_text(encoding="utf-8", errors="replace"))
+                if data is not None:
+                    validate_report(data)
+
+
+@pytest.fixture(scope="session")
+def report_validator():
+    """`validate_report` for tests that build JSON in-process; skips without jsonschema."""
+    pytest.importorskip("jsonschema", reason="jsonschema (dev extra) validates the JSON report")
+    return validate_report
 
 
 def run_cli_many(runs: Iterable[tuple[Sequence[str], Path | str | None]]) -> list[tuple[int, str, str]]:
@@ -86,3 +150,33 @@ def sarif_validator():
     cls = jsonschema.validators.validator_for(schema)  # the OASIS schema declares draft-04
     cls.check_schema(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def report_from_json(data: dict) -> "Report":
+    """A Report rebuilt from `--format json` output (numbers at JSON's four digits), to render in-process."""
+    from lossdiag.models import Finding, LoadError, Location, LossResult, Probe, Report
+
+    def probe(p: dict | None) -> Probe | None:
+        if p is None:
+            return None
+        return Probe(p["batch_size"], tuple(p["y_true"]), tuple(p["y_pred"]), p["labels"], p.get("source", "inferred"))
+
+    def finding(f: dict) -> Finding:
+        related = tuple(Location(r["file"], r["line"], r["message"]) for r in f.get("related", ()))
+        return Finding(f["code"], f["severity"], f["message"], f["file"], f["line"], f.get("hint", ""), related,
+                       f.get("suppressed", False))
+
+    results = tuple(
+        LossResult(
+            r["id"], r["name"], r["file"], r["line"], r["status"], probe(r["probe"]),
+            None if r["output_shape"] is None else tuple(r["output_shape"]), r["expected"], r["actual"], r["ratio"],
+            tuple(finding(f) for f in r["findings"]), na_reason=r.get("na_reason", ""), note=r.get("note", ""),
+            kind=r.get("kind", "loss"), keras=r.get("keras") or "", outputs=tuple(r.get("outputs", ())),
+        )
+        for r in data["results"]
+    )
+    errors = tuple(LoadError(e["file"], e["code"], e["message"], e.get("line"), e.get("suppressed", False))
+                   for e in data["errors"])
+    files = {r.file for r in results} | {e.file for e in errors} | set(data.get("files_without_losses", ()))
+    return Report(results=results, errors=errors, files_checked=len(files),
+                  files_without_losses=tuple(data.get("files_without_losses", ())), cached=data["summary"].get("cached", 0))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, run_cli_many, write
+from conftest import REPO, cli_env, run_cli, run_cli_many, write
 
 import lossdiag
 from lossdiag.rules import RULES
@@ -27,6 +28,8 @@ def seed_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, 
         "quiet": (["-q", SEED], REPO),
         "json-file": ([SEED, "--format", "json", "--output", str(out_dir / "report.json")], REPO),
         "clean": (["-q", f"{SEED}::loss1", f"{SEED}::loss2_fixed"], REPO),
+        "concise": ([SEED, "--format", "concise"], REPO),
+        "statistics": ([SEED, "fixtures/shapes.py", "--statistics"], REPO),
     }
     results = run_cli_many([(["check", *args], cwd) for args, cwd in runs.values()])
     outcome = dict(zip(runs, results))
@@ -51,7 +54,8 @@ def test_quiet_prints_one_line_per_finding(seed_runs):
     assert rc == 1, out + err
     lines = out.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("fixtures/seed_losses.py:7: LD101 [loss2] ")
+    assert lines[0].startswith("fixtures/seed_losses.py:7:1: LD101 [loss2] ")
+    assert err == ""
 
 
 @pytest.mark.tf
@@ -147,7 +151,7 @@ def test_version():
 def test_help_lists_commands_and_exit_statuses(flag: str):
     rc, out, err = run_cli([flag])
     assert rc == 0, err
-    for command in ("check", "rules", "rule"):
+    for command in ("check", "rules", "rule", "schema"):
         assert f"  {command} " in out
     assert "Exit status" in out
 
@@ -211,6 +215,7 @@ def test_output_that_cannot_be_written_exits_2_with_one_line(no_losses: Path):
     assert rc == 2
     [line] = err.splitlines()
     assert line.startswith("lossdiag: error: taken/report.txt: cannot write the report")
+    assert sorted(p.name for p in no_losses.iterdir()) == ["helpers.py", "taken"]  # no temporary file left
 
 
 def test_quiet_output_file_prints_nothing(no_losses: Path):
@@ -236,3 +241,136 @@ def test_an_explicit_name_is_probed_whatever_it_is_called(tmp_path: Path):
     rc, out, _ = run_cli(["check", "helpers.py::combine", "--format", "json"], cwd=tmp_path)
     (result,) = json.loads(out)["results"]
     assert rc == 1 and [f["code"] for f in result["findings"]] == ["LD101"]
+
+
+# --- machine and log output -----------------------------------------------------------------------
+
+
+@pytest.mark.tf
+def test_concise_is_one_line_per_finding_and_the_summary_goes_to_stderr(seed_runs):
+    rc, out, err = seed_runs["concise"]
+    assert rc == 1, err
+    [line] = out.splitlines()
+    assert re.fullmatch(r"fixtures/seed_losses\.py:7:1: LD101 \[loss2\] \S.*", line)
+    assert err.splitlines() == ["3 losses in 1 file: 2 pass, 1 fail"]
+
+
+@pytest.mark.tf
+def test_statistics_count_codes_most_frequent_first(seed_runs):
+    rc, out, err = seed_runs["statistics"]
+    assert rc == 1, err
+    rows = [line.split() for line in out.splitlines()]
+    assert rows and all(len(row) == 3 and row[0].isdigit() and row[1].startswith("LD") for row in rows)
+    assert [int(row[0]) for row in rows] == sorted((int(row[0]) for row in rows), reverse=True)
+    counts = {row[1]: int(row[0]) for row in rows}
+    assert counts["LD101"] == 2 and counts["LD102"] == 2
+    assert "losses in 2 files" in err
+
+
+@pytest.fixture(scope="module")
+def other_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, str]]:
+    root = tmp_path_factory.mktemp("cli-more")
+    write(root / "warn" / "mean.py", WARN_ONLY)
+    write(root / "strict" / "pyproject.toml", '[tool.lossdiag]\nfail-on = "warning"\n')
+    write(root / "strict" / "mean.py", WARN_ONLY)
+    runs = {
+        "warn-default": (["check", "mean.py"], root / "warn"),
+        "warn-cli": (["check", "mean.py", "--fail-on", "warning", "-q"], root / "warn"),
+        "warn-config": (["check", "mean.py", "-q"], root / "strict"),
+    }
+    outcome = dict(zip(runs, run_cli_many(runs.values())))
+    outcome["pipe"] = run_cli(["check", SEED], REPO, env=cli_env(COLUMNS="80"))  # a width, but not a terminal
+    return outcome
+
+
+WARN_ONLY = """\
+from keras import ops
+
+
+def batch_mean(y_true, y_pred):
+    return ops.mean(ops.square(y_true - y_pred))
+
+
+def unclipped(y_true, y_pred):
+    return -ops.mean(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred), axis=-1)
+"""
+
+
+@pytest.mark.tf
+def test_warnings_are_shown_but_do_not_fail_by_default(other_runs):
+    rc, out, err = other_runs["warn-default"]
+    assert rc == 0, out + err
+    assert "LD102" in out and "LD201" in out
+    assert out.rstrip().splitlines()[-1] == (
+        "2 losses in 1 file: 2 warn (not failing: --fail-on warning to fail on them)"
+    )
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("run", ["warn-cli", "warn-config"])
+def test_fail_on_warning_fails_on_warnings(other_runs, run):
+    rc, out, err = other_runs[run]
+    assert rc == 1, out + err
+    assert {line.split()[1] for line in out.splitlines()} == {"LD102", "LD201"}
+
+
+@pytest.mark.tf
+def test_a_piped_table_is_not_wrapped_and_has_no_trailing_spaces(other_runs):
+    rc, out, err = other_runs["pipe"]
+    assert rc == 1, err
+    lines = out.splitlines()
+    assert all(line == line.rstrip() for line in lines)
+    message = next(line for line in lines if line.startswith("  fixtures/seed_losses.py:7: returns shape"))
+    assert len(message) > 120 and "was meant." in message  # the whole message on one line
+    assert max(len(line) for line in lines[:10]) < 80  # the table is as wide as it needs, no wider
+
+
+# --- --output never overwrites what it checks, and writes atomically ------------------------------
+
+
+def test_output_naming_a_checked_file_exits_2_and_leaves_it_alone(no_losses: Path):
+    before = (no_losses / "helpers.py").read_bytes()
+    for target in ("helpers.py", "./helpers.py", str(no_losses / "helpers.py")):
+        rc, out, err = run_cli(["check", "helpers.py", "-o", target], no_losses)
+        assert rc == 2 and out == "" and "refusing" in err, err
+    write(no_losses / "other.py", "x = 1\n")
+    rc, out, err = run_cli(["check", "helpers.py", "-o", "other.py"], no_losses)  # Python source, even unchecked
+    assert rc == 2 and "refusing" in err
+    assert (no_losses / "helpers.py").read_bytes() == before
+
+
+def test_output_naming_a_folder_exits_2(no_losses: Path):
+    (no_losses / "reports").mkdir()
+    rc, out, err = run_cli(["check", "helpers.py", "-o", "reports"], no_losses)
+    assert rc == 2 and "is a folder" in err and (no_losses / "reports").is_dir()
+
+
+def test_output_replaces_an_existing_report_and_leaves_no_temporary_file(no_losses: Path):
+    (no_losses / "r.json").write_text("old", encoding="utf-8")
+    rc, out, err = run_cli(["check", "helpers.py", "--format", "json", "-o", "r.json"], no_losses)
+    assert rc == 0, err
+    assert json.loads((no_losses / "r.json").read_text(encoding="utf-8"))["summary"]["losses"] == 0
+    assert sorted(p.name for p in no_losses.iterdir()) == ["helpers.py", "r.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (no_losses / "r.json").stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's 0600
+
+
+# --- lossdiag schema ------------------------------------------------------------------------------------
+
+
+def test_schema_prints_the_shipped_json_schema():
+    rc, out, err = run_cli(["schema"])
+    assert rc == 0, err
+    schema = json.loads(out)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert out == (REPO / "lossdiag" / "report" / "schema.json").read_text(encoding="utf-8")
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_the_schema_ships_as_package_data():
+    import tomllib
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "schema.json" in data["tool"]["setuptools"]["package-data"]["lossdiag.report"]

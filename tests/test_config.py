@@ -249,7 +249,7 @@ def test_config_in_a_parent_folder_is_used(runs):
     assert loss["name"] == "loss2" and loss["file"].endswith("losses/seed.py")
     assert [f["code"] for f in loss["findings"]] == ["LD101"]
     # [tool.lossdiag.probes] chose the layout; its FILE::NAME key is relative to the pyproject.toml
-    assert loss["probe"] == {"batch_size": 32, "y_true": [32, 3], "y_pred": [32, 3], "labels": "real"}
+    assert loss["probe"] == {"batch_size": 32, "y_true": [32, 3], "y_pred": [32, 3], "labels": "real", "source": "config"}
 
 
 @pytest.mark.tf
@@ -266,7 +266,26 @@ def test_select_and_ignore_from_config(runs):
     [loss] = json.loads(out)["results"]
     assert loss["findings"] == [] and loss["status"] == "pass"
 
-    # --ignore on the command line replaces the config's ignore list: LD101 is back
+    # --ignore on the command line adds to the config's ignores (as in ruff): LD101 stays ignored
     rc, out, err = runs["select-ignore-cli"]
-    assert rc == 1, out + err
-    assert "LD101" in out
+    assert rc == 0, out + err
+    assert "LD101" not in out
+
+
+def test_output_in_the_config_is_relative_to_the_config_file(tmp_path: Path):
+    pyproject(tmp_path, 'format = "json"\noutput = "reports/lossdiag.json"\n')
+    sub = tmp_path / "src"
+    write(sub / "helpers.py", "def add(a, b):\n    return a + b\n")
+    rc, out, err = run_cli(["check", "helpers.py"], sub)
+    assert rc == 0 and out == "", err
+    assert json.loads((tmp_path / "reports" / "lossdiag.json").read_text(encoding="utf-8"))["summary"]["losses"] == 0
+    rc, out, err = run_cli(["check", "helpers.py", "-o", "here.json"], sub)  # the command line's: from the cwd
+    assert rc == 0 and (sub / "here.json").is_file()
+
+
+def test_config_is_found_from_the_checked_files_not_the_working_directory(tmp_path: Path):
+    pyproject(tmp_path / "repo", 'format = "json"\n')
+    write(tmp_path / "repo" / "helpers.py", "def add(a, b):\n    return a + b\n")
+    rc, out, err = run_cli(["check", "repo/helpers.py"], tmp_path)
+    assert rc == 0, err
+    assert json.loads(out)["files_without_losses"] == ["repo/helpers.py"]  # format = "json" came from repo/

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env, write
+from conftest import cli_env, validate_json_outputs, write
 
 HEAVY = ("tensorflow", "keras", "tf_keras", "numpy")
 
@@ -77,6 +77,7 @@ def run_in_process(args: list[str], cwd: Path) -> tuple[dict, str, str]:
     )
     assert "@@VERDICT@@" in proc.stdout, proc.stdout + proc.stderr
     output, _, verdict = proc.stdout.rpartition("\n@@VERDICT@@")
+    validate_json_outputs(args, output, cwd)
     return json.loads(verdict), output, proc.stderr
 
 

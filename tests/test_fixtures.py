@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import validate_report
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 # The shared run takes the top-level fixtures; the slow robustness folder (hangs, crashes, memory
@@ -48,7 +50,9 @@ def run_json(*args: str) -> dict:
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    data = json.loads(proc.stdout)
+    validate_report(data)
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +108,7 @@ def test_seed_bug_ratio_is_the_batch_size(report):
     assert loss2["status"] == "fail"
     assert loss2["ratio"] == pytest.approx(32, rel=0.05)
     assert loss2["output_shape"] == []
-    assert loss2["probe"] == {"batch_size": 32, "y_true": [32, 2], "y_pred": [32, 2], "labels": "binary"}
+    assert loss2["probe"] == {"batch_size": 32, "y_true": [32, 2], "y_pred": [32, 2], "labels": "binary", "source": "inferred"}
     fixed = next(r for r in report["results"] if r["id"] == "fixtures/seed_losses.py::loss2_fixed")
     assert fixed["ratio"] == pytest.approx(1.0, rel=1e-3)
     assert fixed["output_shape"] == [32]
@@ -125,6 +129,7 @@ def test_untraceable_loss_keeps_its_verdict_points_at_def_and_v_says_why():
         cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, NO_COLOR="1"), timeout=300,
     )
     assert proc.returncode == 1
+    validate_report(json.loads(proc.stdout))
     (result,) = json.loads(proc.stdout)["results"]
     ld101 = next(f for f in result["findings"] if f["code"] == "LD101")
     assert ld101["line"] == result["line"]  # the def line: no trace to point elsewhere

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import validate_report
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.tf
 
@@ -55,6 +57,7 @@ def _lossdiag_ratio(batch_size: int) -> float:
         cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, NO_COLOR="1"), timeout=300,
     )
     assert proc.returncode == 1, proc.stderr
+    validate_report(json.loads(proc.stdout))
     (result,) = json.loads(proc.stdout)["results"]
     assert [f["code"] for f in result["findings"]] == ["LD101"]
     return result["ratio"]

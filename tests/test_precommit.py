@@ -1,12 +1,14 @@
 """The pre-commit hooks: the manifest is valid, and the real pre-commit runs the `lossdiag` hook.
 
-No network: only the `language: system` hook (as `repo: local`, and through `try-repo` of a local
-clone of the manifest) is run; the `language: python` hook is only validated.
+No network: only the `language: system` hook (as `repo: local`, through `try-repo` of a local clone
+of the manifest, and as the README's `repo: local` recipe behind real `git commit`s) is run; the
+`language: python` hook is only validated.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +49,7 @@ def test_manifest_is_valid_for_pre_commit():
     hooks = {hook["id"]: hook for hook in load_manifest(str(MANIFEST))}
     assert set(hooks) == {"lossdiag", "lossdiag-isolated"}
     for hook in hooks.values():
-        assert hook["entry"] == "lossdiag check"
+        assert hook["entry"] == "lossdiag check --force-exclude"  # pre-commit names files: exclude must hold
         assert hook["types"] == ["python"]
         assert hook["require_serial"] is True
         assert hook["pass_filenames"] is True
@@ -140,3 +142,64 @@ def test_try_repo_runs_the_manifest_hook(tmp_path: Path, project: Path, env: dic
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
     assert "LD101" in out
+
+
+# --- the README's `repo: local` recipe, behind real commits ------------------------------------------
+
+WARNING_ONLY = """\
+from keras import ops
+
+
+def batch_mean(y_true, y_pred):
+    return ops.mean(ops.square(y_true - y_pred))
+"""
+
+
+def readme_recipe() -> str:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- pre-commit-local:start -->\n```yaml\n(.*?)```\n<!-- pre-commit-local:end -->", readme, re.S)
+    assert match, "README.md lacks the pre-commit-local block"
+    return match.group(1)
+
+
+def test_the_readme_recipe_is_a_valid_config(tmp_path: Path):
+    from pre_commit.clientlib import load_config
+
+    path = tmp_path / ".pre-commit-config.yaml"
+    path.write_text(readme_recipe(), encoding="utf-8")
+    [repo] = load_config(str(path))["repos"]
+    assert repo["repo"] == "local" and repo["hooks"][0]["entry"] == _hooks()["lossdiag"]["entry"]
+
+
+def _commit(repo: Path, env: dict[str, str], message: str) -> subprocess.CompletedProcess[str]:
+    _git("add", "-A", cwd=repo, env=env)
+    return subprocess.run(["git", "commit", "-m", message], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_readme_recipe_lets_warnings_through_and_blocks_a_batch_sum(tmp_path: Path, env: dict[str, str]):
+    repo = tmp_path / "adopter"
+    _init_repo(repo, env)
+    (repo / ".pre-commit-config.yaml").write_text(readme_recipe(), encoding="utf-8")
+    (repo / "pyproject.toml").write_text('[tool.lossdiag]\nexclude = ["legacy/*"]\n', encoding="utf-8")
+    installed = _pre_commit(["install"], repo, env)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+
+    (repo / "losses.py").write_text(WARNING_ONLY, encoding="utf-8")
+    (repo / "legacy").mkdir()
+    (repo / "legacy" / "old.py").write_text(BUGGY, encoding="utf-8")  # excluded, though pre-commit names it
+    passed = _commit(repo, env, "warnings only")
+    out = passed.stdout + passed.stderr
+    assert passed.returncode == 0, out
+    assert re.search(r"^lossdiag\.+Passed$", out, re.M), out  # it ran (not "Skipped") and passed
+    assert "training would start here" not in out
+
+    (repo / "sums.py").write_text(BUGGY, encoding="utf-8")
+    blocked = _commit(repo, env, "a batch sum")
+    out = blocked.stdout + blocked.stderr
+    assert blocked.returncode != 0, out
+    assert "LD101" in out and "sums.py" in out
+    log = subprocess.run(["git", "log", "--format=%s"], cwd=repo, env=env, capture_output=True, text=True)
+    assert log.stdout.split("\n")[0] == "warnings only"  # the second commit was not made

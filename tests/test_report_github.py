@@ -159,3 +159,26 @@ def test_deterministic():
     report = Report(results=(loss(findings=[finding(hint="h"), finding("LD202", "warning", "no grad")]),))
     assert github.render(report) == github.render(report)
     assert github.render(report) == github.render(Report(results=report.results, log=("noise",)))
+
+
+# --- GitHub shows at most 10 errors and 10 warnings per step ------------------------------------
+
+
+def test_annotations_are_capped_per_level_and_the_rest_are_counted_in_a_notice():
+    errors = [finding(line=n, message=f"error {n}") for n in range(1, 14)]
+    warnings = [finding("LD102", "warning", f"warning {n}", line=100 + n) for n in range(1, 12)]
+    report = Report(results=(loss(findings=errors + warnings),))
+    lines = github.render(report).splitlines()
+    commands = [line for line in lines if line.startswith("::")]
+    levels = [line.split(" ", 1)[0] for line in commands]
+    assert levels.count("::error") == 10 and levels.count("::warning") == 10
+    plain = [line for line in lines if not line.startswith("::")]
+    assert plain == [f"{FILE}:{n}:1: LD101 error {n}" for n in (11, 12, 13)] + [f"{FILE}:111:1: LD102 warning 11"]
+    [(level, props, message)] = parse(lines[-1])
+    assert level == "notice" and lines[-1] == commands[-1]
+    assert message.startswith("4 more findings not annotated")
+
+
+def test_no_notice_at_the_cap_exactly():
+    report = Report(results=(loss(findings=[finding(line=n) for n in range(1, 11)]),))
+    assert all(level == "error" for level, _, _ in parse(github.render(report)))

@@ -96,13 +96,24 @@ def test_testcase_attributes():
     assert case(parse(full_report()), FILE, "loss2").get("classname") == "fixtures.seed_losses"
 
 
-def test_one_failure_per_unsuppressed_finding():
+def test_one_failure_per_unsuppressed_error_and_warnings_as_output():
     c = case(parse(full_report()), FILE, "loss2")
     failures = c.findall("failure")
-    assert [f.get("type") for f in failures] == ["LD101", "LD201"]
+    assert [f.get("type") for f in failures] == ["LD101"]
     assert failures[0].get("message") == "batch summed"
     assert failures[0].text == f"{FILE}:7: LD101 batch-sum: batch summed\nkeep the axis: yz[:, 1:]"
-    assert failures[1].text == f"{FILE}:8: LD201 nonfinite: nan"  # no hint, no extra line
+    # a warning does not fail the run by default, so it does not fail the test either
+    assert c.find("system-out").text == f"warning: {FILE}:8: LD201 nonfinite: nan"  # no hint, no extra line
+
+
+def test_with_fail_on_warning_a_warning_is_a_failure():
+    root = ET.fromstring(junit.render(full_report(), fail_on="warning"))
+    c = case(root, FILE, "loss2")
+    assert [f.get("type") for f in c.findall("failure")] == ["LD101", "LD201"]
+    assert c.find("system-out") is None
+    warning_only = Report(results=(loss("w", [finding("LD102", "warning", "averaged")], status="warn"),))
+    assert counts(ET.fromstring(junit.render(warning_only)))["failures"] == "0"
+    assert counts(ET.fromstring(junit.render(warning_only, fail_on="warning")))["failures"] == "1"
 
 
 def test_failure_points_at_the_finding_not_the_loss():

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import validate_report
+
 from lossdiag import rules
 from lossdiag.measurement import Coupling, Layout, LossMeasurement, ProbeSpec, Trial
 from lossdiag.rules import RULES
@@ -131,6 +133,7 @@ def test_every_rule_example_is_flagged_and_its_fix_passes(tmp_path):
         capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, NO_COLOR="1"), timeout=600,
     )
     data = json.loads(proc.stdout)
+    validate_report(data)
     by_file: dict[str, set[str]] = {}
     for r in data["results"]:
         by_file.setdefault(r["file"], set()).update(f["code"] for f in r["findings"])

@@ -1,4 +1,8 @@
-"""The JSON format, schema 1 of SPEC.md: stable keys, sorted results, no timestamps."""
+"""The JSON format, schema 1 of SPEC.md: stable keys, sorted results, no timestamps.
+
+The JSON Schema (2020-12) of this output ships in the package, next to this module (`schema.json`);
+`lossdiag schema` prints it. Fields are only ever added within schema 1.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ def _result(r: LossResult) -> dict[str, Any]:
             "y_true": list(r.probe.y_true),
             "y_pred": list(r.probe.y_pred),
             "labels": r.probe.labels,
+            "source": r.probe.source,
         }
     out: dict[str, Any] = {
         "id": r.id,
@@ -48,11 +53,17 @@ def _result(r: LossResult) -> dict[str, Any]:
         "status": r.status,
         "probe": probe,
         "output_shape": None if r.output_shape is None else list(r.output_shape),
-        "expected": _num(r.expected),
+        # a batch statistic has no per-sample value: expected and ratio would only mislead
+        "expected": None if r.na_reason else _num(r.expected),
         "actual": _num(r.actual),
-        "ratio": _num(r.ratio),
+        "ratio": None if r.na_reason else _num(r.ratio),
         "findings": [_finding(f) for f in r.findings],
+        "kind": r.kind,
+        "keras": r.keras or None,
+        "outputs": list(r.outputs),
     }
+    if r.na_reason:
+        out["na_reason"] = r.na_reason
     if r.note:
         out["note"] = r.note
     return out
@@ -68,9 +79,16 @@ def to_data(report: Report) -> dict[str, Any]:
             for e in report.errors
         ],
         "files_without_losses": list(report.files_without_losses),
-        "summary": {**report.summary(), "suppressed": report.suppressed_count},
+        "summary": {**report.summary(), "suppressed": report.suppressed_count, "cached": report.cached},
     }
 
 
 def render(report: Report) -> str:
     return json.dumps(to_data(report), indent=2, ensure_ascii=False) + "\n"
+
+
+def schema_text() -> str:
+    """The JSON Schema of this format, as shipped in the package."""
+    from importlib.resources import files
+
+    return files("lossdiag.report").joinpath("schema.json").read_text(encoding="utf-8")

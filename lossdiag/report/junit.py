@@ -1,4 +1,9 @@
-"""Render a Report as JUnit XML (one testsuite per file, one testcase per loss) for CI test-report views."""
+"""Render a Report as JUnit XML (one testsuite per file, one testcase per loss) for CI test-report views.
+
+An error-level finding is a `<failure>`. A warning is not, unless the run fails on warnings
+(`--fail-on warning`): it is written to the test case's `<system-out>` and the test passes, as the
+exit status does.
+"""
 
 from __future__ import annotations
 
@@ -63,18 +68,24 @@ def _import_case(suite: ET.Element, file: str, errors: list[LoadError]) -> None:
         _child(case, "skipped", f"{_title(errors[0].code)} suppressed: {errors[0].message}")
 
 
-def _loss_case(suite: ET.Element, result: LossResult, name: str) -> None:
+def _loss_case(suite: ET.Element, result: LossResult, name: str, fail_on: str) -> None:
     case = _testcase(suite, result.file, name, result.line)
+    warnings = []
     for finding in result.active_findings:
-        # LD002 means the loss could not be measured: an error of the test, not a failed check.
-        tag = "error" if finding.code == "LD002" else "failure"
         text = _describe(finding.code, finding.file, finding.line, finding.message, finding.hint)
-        _child(case, tag, finding.message, finding.code, text)
+        if finding.code == "LD002":  # the loss could not be measured: an error of the test, not a failed check
+            _child(case, "error", finding.message, finding.code, text)
+        elif finding.severity == "warning" and fail_on != "warning":
+            warnings.append(f"warning: {text}")
+        else:
+            _child(case, "failure", finding.message, finding.code, text)
     if result.status == "error" and not any(f.code == "LD002" for f in result.findings):
         message = result.note or "the loss could not be probed"
         _child(case, "error", message, "LD002", _describe("LD002", result.file, result.line, message))
     if result.status == "skipped" and len(case) == 0:
         _child(case, "skipped", result.note)
+    if warnings:
+        ET.SubElement(case, "system-out").text = _clean("\n".join(warnings))
 
 
 def _case_names(results: list[LossResult]) -> list[str]:
@@ -90,6 +101,7 @@ def _case_names(results: list[LossResult]) -> list[str]:
 
 
 def _outcome(case: ET.Element) -> str | None:
+    """What a test case counts as; `<system-out>` (warnings) counts as nothing: the test passed."""
     tags = {child.tag for child in case}
     for tag, counted in (("error", "errors"), ("failure", "failures"), ("skipped", "skipped")):
         if tag in tags:
@@ -104,7 +116,7 @@ def _set_counts(element: ET.Element, tests: int, counts: Counter[str]) -> None:
     element.set("time", "0")
 
 
-def to_element(report: Report) -> ET.Element:
+def to_element(report: Report, fail_on: str = "error") -> ET.Element:
     """The `<testsuites>` tree; a testcase counts once, as error before failure before skipped."""
     errors: dict[str, list[LoadError]] = {}
     results: dict[str, list[LossResult]] = {}
@@ -121,7 +133,7 @@ def to_element(report: Report) -> ET.Element:
             _import_case(suite, file, errors[file])
         file_results = results.get(file, [])
         for result, name in zip(file_results, _case_names(file_results)):
-            _loss_case(suite, result, name)
+            _loss_case(suite, result, name, fail_on)
         cases = list(suite)
         counts = Counter(outcome for outcome in map(_outcome, cases) if outcome)
         _set_counts(suite, len(cases), counts)
@@ -131,8 +143,8 @@ def to_element(report: Report) -> ET.Element:
     return root
 
 
-def render(report: Report) -> str:
+def render(report: Report, fail_on: str = "error") -> str:
     """The JUnit XML document, with declaration, indented, the same text for the same report."""
-    root = to_element(report)
+    root = to_element(report, fail_on)
     ET.indent(root, space="  ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
