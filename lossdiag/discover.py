@@ -198,12 +198,18 @@ def param_order(params: Sequence[str]) -> str | None:
 
 
 def looks_like_loss(name: str, params: list[str]) -> bool:
-    """A two-argument callable reads as a loss by its own name or by its parameter names (either order)."""
+    """A two-argument callable reads as a loss by its own name or by its parameter names (either order).
+
+    A private name (`_dice_terms`) is a helper, whatever its words: it is a candidate only when the
+    file passes it to Keras (found by use) or the user names it with FILE::NAME.
+    """
+    if name.startswith("_"):
+        return False
     if _LOSS_WORDS.search(name):
         return True
     if len(params) >= 2 and bool(_TARGET_WORDS.search(params[0]) or _PRED_WORDS.search(params[1])):
         return True
-    return not name.startswith("_") and param_order(params) is not None  # `_helper(t, p)` is a helper
+    return param_order(params) is not None
 
 
 def _loss_params(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> list[str] | None:

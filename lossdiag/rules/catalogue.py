@@ -25,13 +25,17 @@ _CATALOGUE = (
         severity="error",
         summary="the module could not be imported",
         what="Reports a module that lossdiag could not import: a syntax error, a missing package, "
-        "an exception or `sys.exit()` at import time, or an import that never finished.",
+        "an exception or `sys.exit()` at import time, or an import that never finished. lossdiag "
+        "imports a module's definitions only (training scripts are not run), so a failing import or "
+        "statement that no loss needs is a note under `-v`, not this error.",
         why="Nothing in a module that cannot be imported can be checked, and the same error will "
         "stop training. The other modules are still checked.",
-        example="import tensorflow as tf\nimport missing_package  # ModuleNotFoundError\n\n"
-        "def per_sample_mse(y_true, y_pred):\n    return tf.reduce_mean(tf.square(y_true - y_pred), axis=-1)\n",
-        use_instead="import tensorflow as tf\n\n"
-        "def per_sample_mse(y_true, y_pred):\n    return tf.reduce_mean(tf.square(y_true - y_pred), axis=-1)\n",
+        example="import tensorflow as tf\nfrom class_tables import class_weights  # ModuleNotFoundError\n\n"
+        "def weighted_mse(y_true, y_pred):\n"
+        "    return tf.reduce_mean(class_weights * tf.square(y_true - y_pred), axis=-1)\n",
+        use_instead="import numpy as np\nimport tensorflow as tf\n\nclass_weights = np.array([1.0, 2.0, 5.0], dtype=\"float32\")\n\n"
+        "def weighted_mse(y_true, y_pred):\n"
+        "    return tf.reduce_mean(class_weights * tf.square(y_true - y_pred), axis=-1)\n",
     ),
     Rule(
         code="LD002",
