@@ -23,6 +23,8 @@ def make(spec: ProbeSpec, batch_size: int, seed: int, salt: int = 0) -> Batch:
     rng = np.random.default_rng([seed, salt, batch_size, zlib.crc32(spec.text().encode())])
     t_shape, p_shape = spec.at(batch_size)
     classes = p_shape[-1] if len(p_shape) > 1 else 2
+    y_true: Any
+    y_pred: Any
     if spec.labels == "real":
         y_true, y_pred = rng.normal(size=t_shape), rng.normal(size=p_shape)
     elif spec.labels == "sparse":

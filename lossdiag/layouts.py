@@ -471,25 +471,26 @@ class _Analyzer:
     def slice_meets_whole(self, left: Any, right: Any) -> None:
         """`y_true[..., :4] - y_pred`: y_pred's last axis is as wide as that slice."""
         for part, whole in ((left, right), (right, left)):
-            if isinstance(part, _Val) and isinstance(whole, _Val) and part.width and whole.exact:
-                if len(whole.roots) == 1 and whole.roots != part.roots:
-                    self.ev.facts(next(iter(whole.roots))).last = part.width
+            if not (isinstance(part, _Val) and isinstance(whole, _Val) and part.width and whole.exact):
+                continue
+            if len(whole.roots) == 1 and whole.roots != part.roots:
+                self.ev.facts(next(iter(whole.roots))).last = part.width
 
     def vector_width(self, left: Any, right: Any, node: ast.BinOp) -> None:
         """A constant vector (class weights) times an input: the input's last axis has that many entries."""
         for vec, val in ((left, right), (right, left)):
-            if isinstance(vec, (list, tuple)) and 1 < len(vec) <= 4096 and isinstance(val, _Val) and val.exact:
-                if all(isinstance(v, (int, float)) for v in vec):
-                    for root in val.roots:
-                        self.ev.facts(root).sizes[-1] = len(vec)
-                    self.ev.note(f"`{_snippet(node)}` ({len(vec)} weights)")
+            numbers = isinstance(vec, (list, tuple)) and 1 < len(vec) <= 4096 and all(isinstance(v, (int, float)) for v in vec)
+            if numbers and isinstance(val, _Val) and val.exact:
+                for root in val.roots:
+                    self.ev.facts(root).sizes[-1] = len(vec)
+                self.ev.note(f"`{_snippet(node)}` ({len(vec)} weights)")
 
     def index(self, root: str, node: ast.Subscript) -> None:
         elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
         facts = self.ev.facts(root)
         consumed = [e for e in elts if not (isinstance(e, ast.Constant) and e.value in (None, Ellipsis))]
         facts.rank = max(facts.rank, len(consumed))
-        for e, a in zip(elts, _axes_of(elts)):
+        for e, a in zip(elts, _axes_of(elts), strict=True):
             if a is None or a == 0:
                 continue
             size = self.needed_size(e)
@@ -538,7 +539,7 @@ class _Analyzer:
         if not isinstance(tree, ast.FunctionDef):
             return self.merge(args + list(kwargs.values()))
         params = [a.arg for a in tree.args.args]
-        env = dict(zip(params, args))
+        env = dict(zip(params, args, strict=False))  # extra positional arguments are not followed
         env.update({k: v for k, v in kwargs.items() if k in params})
         inner = _Analyzer(callee, self.ev, env, self.depth + 1)
         inner.body(tree.body)
@@ -601,8 +602,9 @@ def _axes_of(elts: list[ast.expr]) -> list[int | None]:
     out: list[int | None] = []
     axis = 0
     for i, e in enumerate(elts):
-        marker = isinstance(e, ast.Constant) and e.value in (None, Ellipsis)
-        if marker and e.value is Ellipsis:  # type: ignore[union-attr]
+        value = e.value if isinstance(e, ast.Constant) else 0
+        marker = value is None or value is Ellipsis
+        if value is Ellipsis:
             axis = -(len(elts) - i - 1)
         out.append(None if marker else axis)
         axis += 0 if marker else 1
@@ -751,12 +753,12 @@ def analyse(obj: Any) -> Evidence | None:
 def _defaults(analyzer: _Analyzer, tree: ast.FunctionDef) -> None:
     """Constant defaults of the other parameters (`smooth=1.0`, `num_classes=20`) are values the body reads."""
     args = tree.args.args
-    for arg, default in zip(args[len(args) - len(tree.args.defaults) :], tree.args.defaults):
+    for arg, default in zip(args[len(args) - len(tree.args.defaults) :], tree.args.defaults, strict=True):
         if arg.arg not in analyzer.env:
             analyzer.env[arg.arg] = analyzer.expr(default)
-    for arg, default in zip(tree.args.kwonlyargs, tree.args.kw_defaults):
-        if default is not None and arg.arg not in analyzer.env:
-            analyzer.env[arg.arg] = analyzer.expr(default)
+    for kwarg, kw_default in zip(tree.args.kwonlyargs, tree.args.kw_defaults, strict=True):
+        if kw_default is not None and kwarg.arg not in analyzer.env:
+            analyzer.env[kwarg.arg] = analyzer.expr(kw_default)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -856,7 +858,7 @@ def propose(obj: Any, names: tuple[str, ...] = ()) -> list[Proposal]:
     """Layouts to try for a loss object, in order; the first the loss runs on and depends on is used."""
     try:
         ev = analyse(obj)
-    except Exception:  # noqa: BLE001 - reading the source is best effort: the ladder still applies
+    except Exception:
         ev = None
     code = find_code(obj) if ev is not None else None
     all_names = (*names, getattr(code.fn, "__name__", "") if code else "", type(obj).__name__)

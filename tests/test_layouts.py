@@ -11,7 +11,7 @@ from lossdiag import layouts
 from lossdiag.measurement import ProbeSpec
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
-import layout_samples as samples  # noqa: E402
+import layout_samples as samples
 
 
 def first(name: str) -> layouts.Proposal:

@@ -7,7 +7,6 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import cli_env, write
 
 PAIRING = """\

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
-
 from conftest import validate_report
 
 from lossdiag import rules

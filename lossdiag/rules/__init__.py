@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lossdiag.measurement import LossMeasurement
-from lossdiag.rules import batch_axis, gradient, numerics, not_probed
+from lossdiag.rules import batch_axis, gradient, not_probed, numerics
 from lossdiag.rules.catalogue import RULES, RULES_BY_NAME, Rule, lookup, rule_doc_markdown
 from lossdiag.rules.detection import Detection
 

@@ -9,8 +9,9 @@ an event points at the line the user wrote, even inside a helper. `graph` walks;
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from lossdiag.measurement import Trace
 
@@ -65,7 +66,7 @@ def trace_loss(
     try:
         tf, g1, g2 = _graphs(raw_call, make_inputs, sizes, on_call)
         walk = graph.walk(tf, g1, g2, sizes, sites.loss_source_dir(raw_call))
-    except Exception as exc:  # noqa: BLE001 - a failed trace is a fact, never a crash
+    except Exception as exc:
         return TraceResult(Trace(error=_one_line(exc)))
     if walk.nested:
         error = "the loss runs a nested graph (@tf.function, tf.cond or tf.while_loop) that is not followed"
@@ -86,6 +87,6 @@ def estimate_peak_bytes(
     sizes = (batch_sizes[0], batch_sizes[1])
     try:
         _, g1, g2 = _graphs(raw_call, make_inputs, sizes, None)
-    except Exception:  # noqa: BLE001 - an untraceable loss has no estimate
+    except Exception:
         return None
     return peak_bytes(g1, g2, sizes, at)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import linecache
 import os
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from lossdiag.measurement import TraceEvent
 from lossdiag.trace import ops as tfops

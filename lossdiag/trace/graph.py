@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from lossdiag.trace import ops as tfops
 from lossdiag.trace import shapes
@@ -141,7 +142,7 @@ def _accidental_operands(op: Any, labels: Callable[[Any], Labels | None]) -> lis
     ins = [labels(t) for t in op.inputs]
     if not shapes.crossed(labels(op.outputs[0])) or any(map(shapes.crossed, ins)):
         return None
-    batchy = [(t, lab) for t, lab in zip(op.inputs, ins) if lab is not None and shapes.has_batch(lab)]
+    batchy = [(t, lab) for t, lab in zip(op.inputs, ins, strict=True) if lab is not None and shapes.has_batch(lab)]
     if len(batchy) < 2 or len({len(lab) for _, lab in batchy}) < 2:
         return None
     return None if any(tfops.adds_axis(t.op) for t, _ in batchy) else [lab for _, lab in batchy]
@@ -150,12 +151,12 @@ def _accidental_operands(op: Any, labels: Callable[[Any], Labels | None]) -> lis
 def _setups(walk: Walk, infos: dict[str, OpInfo], labels: Callable[[Any], Labels | None]) -> None:
     if "reduced" in walk.found:
         reduced = walk.found["reduced"]
-        start = [t for t, lab in zip(reduced.op.inputs, reduced.ins) if lab == ("B",)]
+        start = [t for t, lab in zip(reduced.op.inputs, reduced.ins, strict=True) if lab == ("B",)]
         walk.setups = producers(start, infos, labels, lambda lab: lab == ("B",))
     if "broadcast" in walk.found:
         bc = walk.found["broadcast"]
         ranks = [len(lab) for lab in bc.ins if lab is not None and shapes.has_batch(lab)]
-        start = [t for t, lab in zip(bc.op.inputs, bc.ins) if lab is not None and shapes.has_batch(lab) and len(lab) < max(ranks)]
+        start = [t for t, lab in zip(bc.op.inputs, bc.ins, strict=True) if lab is not None and shapes.has_batch(lab) and len(lab) < max(ranks)]
         walk.broadcast_slices = producers(start, infos, labels, shapes.has_batch)
 
 

@@ -57,7 +57,7 @@ Subscript = list[tuple[str, str]]  # a StridedSlice as [(kind, text)], kind: ful
 def static(tf: Any, tensor: Any) -> Any:
     try:
         return tf.get_static_value(tensor)
-    except Exception:  # noqa: BLE001 - a tensor with no static value
+    except Exception:
         return None
 
 
@@ -125,6 +125,6 @@ def adds_axis(op: Any) -> bool:
     if op.type == "StridedSlice":
         try:
             return bool(op.get_attr("new_axis_mask"))
-        except Exception:  # noqa: BLE001 - not every slice op carries the attribute
+        except Exception:
             return False
     return False

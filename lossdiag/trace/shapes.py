@@ -26,7 +26,7 @@ def labels(shape1: Any, shape2: Any, b1: int, b2: int) -> Labels | None:
     """Symbolic dims of one tensor, or None when its rank is unknown or differs between traces."""
     if shape2 is None or shape1.rank is None or shape2.rank is None or shape1.rank != shape2.rank:
         return None
-    return tuple(label(a, b, b1, b2) for a, b in zip(shape1.as_list(), shape2.as_list()))
+    return tuple(label(a, b, b1, b2) for a, b in zip(shape1.as_list(), shape2.as_list(), strict=True))
 
 
 def batchy(dims: Labels | None) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from lossdiag.trace.ops import WRAPPER_FRAMES
 
@@ -31,10 +33,8 @@ def library_roots() -> tuple[str, ...]:
     for prefix in (sys.base_prefix, sys.prefix, sys.exec_prefix):
         scheme_vars = {"base": prefix, "platbase": prefix}
         for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-            try:
+            with contextlib.suppress(KeyError, ValueError):  # exotic interpreters lack some paths
                 roots.add(os.path.realpath(sysconfig.get_path(key, vars=scheme_vars)))
-            except (KeyError, ValueError):  # pragma: no cover - exotic interpreters
-                pass
     roots.add(LOSSDIAG_ROOT)
     return tuple(sorted(r + os.sep for r in roots if r))
 
@@ -76,7 +76,7 @@ def site_of(op: Any, extra: tuple[str, ...] = ()) -> Site | None:
     """The innermost frame of `op`'s traceback in the user's files, below the traced entry."""
     try:
         frames = list(op.traceback)
-    except Exception:  # noqa: BLE001 - ops without a traceback simply have no site
+    except Exception:
         return None
     start = max((i + 1 for i, f in enumerate(frames) if f.name == ENTRY and LOSSDIAG_ROOT in os.path.realpath(f.filename)), default=0)
     for i in range(len(frames) - 1, start - 1, -1):
