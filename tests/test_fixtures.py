@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import validate_report
+from conftest import cli_env, validate_report
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -44,7 +42,7 @@ def fixture_files() -> list[Path]:
 
 
 def run_json(*args: str) -> dict:
-    env = dict(os.environ, NO_COLOR="1")
+    env = cli_env()
     proc = subprocess.run(
         [sys.executable, "-m", "lossdiag", "check", *args, "--format", "json", "--fail-on", "never"],
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
@@ -126,7 +124,7 @@ def test_untraceable_loss_keeps_its_verdict_points_at_def_and_v_says_why():
     proc = subprocess.run(
         [sys.executable, "-m", "lossdiag", "check", "fixtures/batch_axis.py::sums_over_batch_through_numpy",
          "--format", "json", "-v"],
-        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, NO_COLOR="1"), timeout=300,
+        cwd=ROOT, capture_output=True, text=True, env=cli_env(), timeout=300,
     )
     assert proc.returncode == 1
     validate_report(json.loads(proc.stdout))

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import validate_report
+from conftest import cli_env, validate_report
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.tf
@@ -54,7 +52,7 @@ def _lossdiag_ratio(batch_size: int) -> float:
     proc = subprocess.run(
         [sys.executable, "-m", "lossdiag", "check", "fixtures/seed_losses.py::loss2", "--format", "json",
          "--batch-size", str(batch_size)],
-        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, NO_COLOR="1"), timeout=300,
+        cwd=ROOT, capture_output=True, text=True, env=cli_env(), timeout=300,
     )
     assert proc.returncode == 1, proc.stderr
     validate_report(json.loads(proc.stdout))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import validate_report
+from conftest import cli_env, validate_report
 
 from lossdiag import rules
 from lossdiag.measurement import Coupling, Layout, LossMeasurement, ProbeSpec, Trial
@@ -115,7 +115,6 @@ def test_internal_errors_are_ours():
 def test_every_rule_example_is_flagged_and_its_fix_passes(tmp_path):
     """The docs do not drift from the code: each Example triggers its rule, each Use-instead passes."""
     import json
-    import os
     import subprocess
     import sys
 
@@ -128,7 +127,7 @@ def test_every_rule_example_is_flagged_and_its_fix_passes(tmp_path):
     (tmp_path / "example_ld002.py").write_text(RULES["LD002"].example)
     proc = subprocess.run(
         [sys.executable, "-m", "lossdiag", "check", str(tmp_path), "--format", "json"],
-        capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, NO_COLOR="1"), timeout=600,
+        capture_output=True, text=True, cwd=tmp_path, env=cli_env(), timeout=600,
     )
     data = json.loads(proc.stdout)
     validate_report(data)
