@@ -238,9 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return ExitCode.INTERRUPTED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # isolation.Interrupted carries 128 + SIGTERM/SIGHUP
         click.echo("Interrupted.", err=True)
-        return ExitCode.INTERRUPTED
+        return int(getattr(exc, "exit_status", ExitCode.INTERRUPTED))
     except click.ClickException as exc:
         exc.show()
         return ExitCode.USAGE if exc.exit_code in (1, 2) else exc.exit_code

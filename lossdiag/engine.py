@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lossdiag import discover, rules, suppress
-from lossdiag.isolation import ModuleJob, run_modules
+from lossdiag import discover, rules, suppress, targets as targets_mod
+from lossdiag.isolation import ModuleJob, Progress, run_modules
 from lossdiag.measurement import LossMeasurement
 from lossdiag.models import Finding, LoadError, Location, LossResult, Probe, Report
 
@@ -101,10 +101,11 @@ def _result(m: LossMeasurement, display: str, cwd: Path, options: Options) -> Lo
     )
 
 
-def check(targets: list[str], options: Options, cwd: Path | None = None) -> Report:
+def check(targets: list[str], options: Options, cwd: Path | None = None, progress: Progress | None = None) -> Report:
     """Check every loss the targets name. Raises discover.TargetError for a target that does not exist."""
     cwd = (cwd or Path.cwd()).resolve()
-    files = discover.resolve_targets(targets, cwd, options.exclude)
+    resolved = targets_mod.resolve(targets, cwd, options.exclude)
+    files = list(resolved.files)
     probes_by_name, probes_by_file = _probe_overrides(options, cwd)
     errors: list[LoadError] = []
     without: list[str] = []
@@ -123,16 +124,18 @@ def check(targets: list[str], options: Options, cwd: Path | None = None) -> Repo
         probes = {**probes_by_name, **probes_by_file.get(target.path.resolve(), {})}
         names = None if target.names is None else sorted(target.names)
         lines = {c.name: c.line for c in scan.candidates}
-        jobs.append(ModuleJob(target.path, scan.module, scan.sys_path_root, names, probes, lines))
+        jobs.append(ModuleJob(
+            target.path, scan.module, scan.sys_path_root, names, probes, lines,
+            legacy=bool(options.legacy_keras), scan=scan, switch=options.legacy_keras is None,
+        ))
 
     log: list[str] = []
     results: list[LossResult] = []
     if jobs:
-        worker_options = {
-            "legacy": bool(options.legacy_keras), "batch_size": options.batch_size, "seed": options.seed,
-            "trace": options.trace,
-        }
-        outcomes = run_modules(jobs, worker_options, options.timeout, options.max_memory_mb, log)
+        worker_options = {"batch_size": options.batch_size, "seed": options.seed, "trace": options.trace}
+        outcomes = run_modules(
+            jobs, worker_options, options.timeout, options.max_memory_mb, log, progress, workers=options.jobs
+        )
         for job in jobs:
             outcome = outcomes[job.path]
             display = discover.display_path(job.path, cwd)
@@ -142,7 +145,7 @@ def check(targets: list[str], options: Options, cwd: Path | None = None) -> Repo
                     errors.append(LoadError(display, "LD001", message, line))
                 continue
             for m in outcome.measurements:
-                results.append(_result(m, display, cwd, options))
+                results.append(replace(_result(m, display, cwd, options), keras=outcome.keras))
                 if m.trace is not None and m.trace.error:
                     log.append(f"{display}::{m.name}: could not trace it as a graph ({m.trace.error})")
                 if m.name in outcome.output:
@@ -157,4 +160,5 @@ def check(targets: list[str], options: Options, cwd: Path | None = None) -> Repo
         batch_size=options.batch_size,
         seed=options.seed,
         log=tuple(log),
+        notes=resolved.notes,
     )

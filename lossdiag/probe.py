@@ -129,11 +129,12 @@ def _softmax(x: Any) -> Any:
 class LossRunner:
     """Calls one Keras `Loss` the way `model.fit` does: `call` for the raw values, `__call__` reported."""
 
-    def __init__(self, loss: Any, legacy: bool = False) -> None:
+    def __init__(self, loss: Any, legacy: bool = False, on_call: Callable[[], None] | None = None) -> None:
         from lossdiag import _tf
 
         self.loss = loss
         self.tf, _ = _tf.load(legacy)
+        self.on_call = on_call  # told before every call of the user's loss (the worker's heartbeat)
 
     def _tensors(self, y_true: Any, y_pred: Any) -> tuple[Any, Any]:
         tf = self.tf
@@ -141,16 +142,22 @@ class LossRunner:
 
     def raw(self, y_true: Any, y_pred: Any) -> Any:
         """The loss's unreduced output as a float numpy array (raises ProbeError if unusable)."""
+        if self.on_call is not None:
+            self.on_call()
         yt, yp = self._tensors(y_true, y_pred)
         return self._to_numpy(self.loss.call(yt, yp))
 
     def reported(self, y_true: Any, y_pred: Any) -> float:
         """What Keras reports for this batch: the `Loss` object's own call and reduction."""
+        if self.on_call is not None:
+            self.on_call()
         yt, yp = self._tensors(y_true, y_pred)
         return self._scalar(self.loss(yt, yp))
 
     def reported_and_gradient(self, y_true: Any, y_pred: Any) -> tuple[float, str]:
         """The reported value, and whether its gradient with respect to y_pred is ok, None or zero."""
+        if self.on_call is not None:
+            self.on_call()
         tf = self.tf
         yt, yp = self._tensors(y_true, y_pred)
         try:
