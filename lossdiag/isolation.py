@@ -6,8 +6,9 @@ worker carries on with the rest. TensorFlow is imported once per worker process.
 
 `--timeout` bounds a single call of the user's code: one call of a loss, a module's import, or the
 building of its losses. lossdiag calls a loss about 70 times; the worker sends a heartbeat before each
-call and the clock restarts at each, so a loss whose calls complete is judged the same on an idle
-laptop and on a loaded CI runner, however many calls it takes.
+call and the clock restarts at each. Time the worker spent waiting for a CPU that other processes
+held (its run-queue wait, from /proc/PID/schedstat) is not counted, so a loss is judged the same on
+an idle laptop and on a loaded CI runner, however many calls it takes.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class Interrupted(KeyboardInterrupt):
 # --- text from the worker ------------------------------------------------------------------------
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]{8,}")
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")  # escapes and control bytes
 
 
 def scrub(text: str) -> str:
@@ -135,7 +137,8 @@ class OutputTail:
 
     def take(self) -> str:
         cut = max(0, len(self.data) - self.limit)
-        text = scrub(bytes(self.data[cut:]).decode("utf-8", "replace")).strip()
+        # What user code printed goes to the terminal under -v: no escape sequences or control bytes.
+        text = _CONTROL.sub("", scrub(bytes(self.data[cut:]).decode("utf-8", "replace"))).strip()
         dropped = self.dropped + cut
         self.data, self.dropped = bytearray(), 0
         if dropped and text:
@@ -241,6 +244,7 @@ class Worker:
         self.keras = ""
         self.run: _Run | None = None
         self.deadline: float | None = time.monotonic() + READY_TIMEOUT
+        self.waited = 0.0  # the main thread's run-queue wait when the clock was last started
         self.baseline_kb = 0
         self.next_rss = 0.0
         try:
@@ -276,7 +280,7 @@ class Worker:
             try:
                 messages += self.reader.feed(chunk)
             except channel.ChannelError as exc:
-                raise WorkerFailed(f"its process sent lossdiag's channel {exc}") from None
+                raise WorkerFailed(f"lossdiag's channel received {exc}") from None
         return messages
 
     def read_output(self) -> None:
@@ -307,6 +311,17 @@ class Worker:
             return f"the process crashed ({name})"
         return f"the process exited with status {code}"
 
+    def arm(self, seconds: float | None) -> None:
+        """Start the clock of one call of the user's code (None: the worker is idle)."""
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.waited = procs.runqueue_wait(self.proc.pid) if seconds is not None else 0.0
+
+    def overdue(self, now: float) -> bool:
+        """Past the deadline, not counting the time the machine kept the worker waiting for a CPU."""
+        if self.deadline is None or now <= self.deadline:
+            return False
+        return now - (procs.runqueue_wait(self.proc.pid) - self.waited) > self.deadline
+
     def check(self, now: float, timeout: float, max_kb: int) -> None:
         """WorkerFailed when the process ended, grew past `max_kb` over its baseline, or missed its deadline."""
         if self.proc.poll() is not None:
@@ -315,7 +330,7 @@ class Worker:
             self.next_rss = now + RSS_INTERVAL
             if procs.rss_kb(self.proc.pid) - self.baseline_kb > max_kb:
                 raise WorkerFailed(f"used more than {max_kb // 1024} MiB of memory")
-        if self.deadline is not None and now > self.deadline:
+        if self.overdue(now):
             raise WorkerFailed(f"timed out after {timeout:g} s" if self.ready else "timed out while starting")
 
     def kill(self) -> None:
@@ -464,7 +479,7 @@ class Session:
         if self.progress is not None and not run.announced:
             self.progress(str(run.job.path), None)
         run.announced = True
-        worker.deadline = time.monotonic() + self.timeout
+        worker.arm(self.timeout)
         try:
             worker.send(self._request(run))
         except WorkerFailed as failure:
@@ -494,8 +509,9 @@ class Session:
 
     def _wait(self) -> None:
         now = time.monotonic()
-        deadlines = [w.deadline - now for w in self.workers if w.deadline is not None]
-        for key, _ in self.selector.select(max(0.0, min([TICK, *deadlines]))):
+        # Until a deadline (or, past one that load excuses, TICK): signals and limits are looked at as often.
+        deadlines = [w.deadline - now for w in self.workers if w.deadline is not None and w.deadline > now]
+        for key, _ in self.selector.select(min([TICK, *deadlines])):
             worker, stream = key.data
             if worker not in self.workers:
                 continue
@@ -519,7 +535,7 @@ class Session:
                 self._fail(worker, f"its process sent lossdiag an unexpected message ({kind})")
                 return
             if worker.ready and worker.run is not None:
-                worker.deadline = time.monotonic() + self.timeout
+                worker.arm(self.timeout)
             handler(worker, event)
         if worker.eof and worker in self.workers:
             self.selector.unregister(worker.events)
@@ -573,7 +589,8 @@ class Session:
     # one handler per event
 
     def _on_ready(self, worker: Worker, event: dict[str, Any]) -> None:
-        worker.ready, worker.deadline = True, None
+        worker.ready = True
+        worker.arm(None)
         worker.keras = str(event.get("keras", ""))
         # --max-memory bounds what the user's code adds on top of the worker's own footprint
         # (TensorFlow alone is about 550 MiB), so a limit below that still lets the worker start.
@@ -625,7 +642,8 @@ class Session:
 
     def _on_done(self, worker: Worker, event: dict[str, Any]) -> None:
         run = self._busy(worker)
-        worker.run, worker.deadline = None, None
+        worker.run = None
+        worker.arm(None)
         worker.take_output()
         if event.get("restored"):
             self.log.append(f"{run.job.path}: put back what it changed: {', '.join(map(str, event['restored']))}")

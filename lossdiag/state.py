@@ -498,7 +498,8 @@ class ModuleMark:
 class GlobalState:
     """Everything above, with the two resets the worker needs: after a loss, and after a module."""
 
-    def __init__(self, legacy: bool, seed: int) -> None:
+    def __init__(self, legacy: bool, seed: int, keep: frozenset[int] = frozenset()) -> None:
+        self.keep = keep  # processes of lossdiag's own among the worker's children (its guardian)
         self.framework = FrameworkState(legacy, seed)
         self.process = ProcessState()
         self.imports = ImportState()
@@ -516,7 +517,7 @@ class GlobalState:
         alarm or child from landing on the next loss."""
         self.process.flush()
         self.process.signals()
-        procs.kill_descendants(os.getpid())
+        procs.kill_descendants(os.getpid(), self.keep)
         procs.reap_children()
         self.process.files()
         self.process.interpreter()
@@ -526,7 +527,7 @@ class GlobalState:
     def after_module(self) -> tuple[str | None, list[str]]:
         """Back to the worker's initial state: (why a fresh worker is needed, or None; what was put back)."""
         self.process.flush()
-        procs.kill_descendants(os.getpid())
+        procs.kill_descendants(os.getpid(), self.keep)
         procs.reap_children()
         self.process.reset()
         self.framework.restore(self.framework.initial)

@@ -25,6 +25,7 @@ from lossdiag.state import GlobalState, is_library
 
 CHANNEL_ENV = "LOSSDIAG_CHANNEL"  # "request_fd,event_fd" as the parent passed them
 PARENT_ENV = "LOSSDIAG_PARENT"  # the parent's pid: the worker must not outlive it
+GUARD_ENV = "LOSSDIAG_WORKER_TOKEN"  # inherited by everything the worker starts, so it can all be found
 
 
 def _error_line(exc: BaseException, path: str) -> int | None:
@@ -164,7 +165,7 @@ class Channel:
 class Session:
     """One worker's life after TensorFlow is imported: one module request after another."""
 
-    def __init__(self, link: Channel, options: dict[str, Any]) -> None:
+    def __init__(self, link: Channel, options: dict[str, Any], guardian: int) -> None:
         from lossdiag import _tf
 
         self.link = link
@@ -172,7 +173,7 @@ class Session:
         self.legacy = bool(options["legacy"])
         self.wrap = lambda fn: _tf.loss_wrapper(fn, self.legacy)
         self.bases = _tf.loss_base_classes(self.legacy)
-        self.state = GlobalState(self.legacy, options["seed"])
+        self.state = GlobalState(self.legacy, options["seed"], keep=frozenset({guardian}))
 
     def heartbeat(self) -> None:
         """Sent before every call of the user's code: the parent restarts its `--timeout` clock."""
@@ -229,6 +230,8 @@ def main() -> int:
     link = Channel.from_environment()
     procs.die_with_parent(int(os.environ.pop(PARENT_ENV, "0")) or None)
     procs.become_subreaper()
+    os.environ[GUARD_ENV] = os.urandom(8).hex()
+    guardian = procs.start_guardian(GUARD_ENV, os.environ[GUARD_ENV])  # before any thread exists
     os.register_at_fork(after_in_child=_forked_child)
     options = link.receive()
     if options is None:
@@ -240,14 +243,14 @@ def main() -> int:
         _tf.load(legacy)
         if legacy:
             _tf.install_keras2_alias()
-        session = Session(link, options)
+        session = Session(link, options, guardian)
     except Exception as exc:
         link.send("fatal", message=f"cannot import TensorFlow/Keras: {probe.describe_exception(exc)}")
         return 1
     link.send("ready", keras=_tf.keras_label(legacy), backend="tensorflow")
     while (request := link.receive()) is not None:
         session.check_module(request)
-    procs.kill_descendants(os.getpid())
+    procs.kill_descendants(os.getpid(), frozenset({guardian}))
     return 0
 
 
