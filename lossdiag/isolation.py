@@ -210,10 +210,10 @@ def _spawn(legacy: bool) -> tuple[subprocess.Popen[bytes], int, int, int]:
     request_r, request_w = os.pipe()
     event_r, event_w = os.pipe()
     output_r, output_w = os.pipe()
-    from lossdiag.worker import CHANNEL_ENV, PARENT_ENV
+    from lossdiag.worker import CHANNEL_ENV, GUARD_ENV, PARENT_ENV
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", **_tf.forced_environment(legacy))
-    env.update({CHANNEL_ENV: f"{request_r},{event_w}", PARENT_ENV: str(os.getpid())})
+    env.update({CHANNEL_ENV: f"{request_r},{event_w}", PARENT_ENV: str(os.getpid()), GUARD_ENV: os.urandom(8).hex()})
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", _WORKER_COMMAND], stdin=subprocess.DEVNULL, stdout=output_w, stderr=output_w,

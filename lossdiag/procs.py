@@ -184,7 +184,8 @@ def start_guardian(variable: str, token: str) -> int:
     """Fork a small process that waits for this one to die, however it dies (SIGKILL included), and then
     kills every process that still carries `variable=token`: what user code started, wherever it went.
 
-    Call it early (before threads exist); set `variable=token` in os.environ first so children inherit it.
+    Call it early (before threads exist). `variable=token` must be in this process' initial environment
+    (as /proc shows it): processes forked from here show that same environment, exec'd ones inherit it.
     """
     watched = os.getpid()
     pid = os.fork()

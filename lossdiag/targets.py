@@ -76,6 +76,10 @@ def unreadable(path: Path) -> str | None:
     return None
 
 
+def _joined(folder: str, name: str) -> str:
+    return name if folder in (".", "") else f"{folder}/{name}"
+
+
 def _walk(folder: Path, cwd: Path, exclude: tuple[str, ...], notes: list[str]) -> list[Path]:
     """Every readable `.py` file under `folder`; symbolic links to folders are not followed (no loops)."""
     found: list[Path] = []
@@ -99,8 +103,8 @@ def _walk(folder: Path, cwd: Path, exclude: tuple[str, ...], notes: list[str]) -
             problem = unreadable(path)
             if problem is None:
                 found.append(path)
-            else:
-                notes.append(f"{display_path(path, cwd)}: skipped, {problem}")
+            else:  # named as found: resolving a link would name its target instead
+                notes.append(f"{_joined(display_path(path.parent, cwd), entry.name)}: skipped, {problem}")
     return sorted(found)
 
 

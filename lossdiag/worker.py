@@ -230,7 +230,9 @@ def main() -> int:
     link = Channel.from_environment()
     procs.die_with_parent(int(os.environ.pop(PARENT_ENV, "0")) or None)
     procs.become_subreaper()
-    os.environ[GUARD_ENV] = os.urandom(8).hex()
+    # The parent put the token in our initial environment, which /proc shows for us, for every process we
+    # fork and for everything exec'd from here; set here, it would reach only the exec'd ones.
+    os.environ.setdefault(GUARD_ENV, os.urandom(8).hex())
     guardian = procs.start_guardian(GUARD_ENV, os.environ[GUARD_ENV])  # before any thread exists
     os.register_at_fork(after_in_child=_forked_child)
     options = link.receive()
