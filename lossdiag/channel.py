@@ -162,14 +162,17 @@ def _typed(hint: Any, value: Any) -> Any:
         options = [a for a in args if a is not type(None)]
         return _typed(options[0], value) if len(options) == 1 else value
     if dataclasses.is_dataclass(hint):
-        return from_plain(hint, value)
+        return from_plain(hint, value)  # type: ignore[arg-type]
     if hint is Path:
         return Path(value)
-    if origin in (tuple, list, frozenset, set):
-        if origin is tuple and args and (len(args) != 2 or args[1] is not Ellipsis):
-            return tuple(_typed(a, v) for a, v in zip(args, value))
-        items = [_typed(args[0] if args else Any, v) for v in value]
-        return origin(items)
+    if origin in (tuple, list, frozenset, set, dict):
+        return _typed_collection(origin, args, value)
+    return value
+
+
+def _typed_collection(origin: Any, args: tuple[Any, ...], value: Any) -> Any:
     if origin is dict:
         return {k: _typed(args[1] if args else Any, v) for k, v in value.items()}
-    return value
+    if origin is tuple and args and (len(args) != 2 or args[1] is not Ellipsis):
+        return tuple(_typed(a, v) for a, v in zip(args, value, strict=False))
+    return origin(_typed(args[0] if args else Any, v) for v in value)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
-_libc: dict[str, object] = {}
+_libc: dict[str, Any] = {}
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -23,7 +24,7 @@ def _prctl(option: int, value: int) -> bool:
     prctl = _libc["prctl"]
     if prctl is None:
         return False
-    return prctl(option, ctypes.c_ulong(value), 0, 0, 0) == 0  # type: ignore[operator]
+    return bool(prctl(option, ctypes.c_ulong(value), 0, 0, 0) == 0)
 
 
 def die_with_parent(parent: int | None = None, sig: int = signal.SIGKILL) -> None:

@@ -75,10 +75,12 @@ def _classify_file(filename: str) -> bool:
         return True  # frozen, built-in or generated code (TensorFlow's op wrappers are exec'd strings)
     if "site-packages" in filename or "dist-packages" in filename:
         return True
-    prefixes = _LIBRARY_PREFIXES or _LIBRARY_PREFIXES.extend(_library_prefixes()) or _LIBRARY_PREFIXES
+    if not _LIBRARY_PREFIXES:
+        _LIBRARY_PREFIXES.extend(_library_prefixes())
+    prefixes = tuple(_LIBRARY_PREFIXES)
     absolute = os.path.abspath(filename)
     # Module paths come from sys.path entries and are usually real paths already: resolve only the rest.
-    return absolute.startswith(tuple(prefixes)) or os.path.realpath(absolute).startswith(tuple(prefixes))
+    return absolute.startswith(prefixes) or os.path.realpath(absolute).startswith(prefixes)
 
 
 def is_library(module: Any) -> bool:
@@ -107,14 +109,16 @@ class ProcessState:
         self.handlers = {sig: _signal.getsignal(sig) for sig in _settable_signals()}
         self.mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, [])
         self.fds = {fd: procs.high_fd(fd) for fd in (0, 1, 2)}
-        self.streams = {"stdin": (sys.stdin, 0, "r"), "stdout": (sys.stdout, 1, "w"), "stderr": (sys.stderr, 2, "w")}
+        self.streams: dict[str, tuple[Any, int, str]] = {
+            "stdin": (sys.stdin, 0, "r"), "stdout": (sys.stdout, 1, "w"), "stderr": (sys.stderr, 2, "w"),
+        }
         self.hooks = {name: getattr(sys, name) for name in _HOOKS}
         self.environ = dict(os.environ)
         self.cwd = os.getcwd()
         self.umask = os.umask(0o022)
         os.umask(self.umask)
         self.limits = (sys.getrecursionlimit(), sys.getswitchinterval(), gc.isenabled(), gc.get_threshold())
-        self.warnings = (list(warnings.filters), warnings.showwarning, warnings.formatwarning)
+        self.warnings: tuple[Any, Any, Any] = (list(warnings.filters), warnings.showwarning, warnings.formatwarning)
         root = logging.getLogger()
         self.logging = (root.level, list(root.handlers), logging.root.manager.disable)
 
@@ -141,9 +145,9 @@ class ProcessState:
 
     def files(self) -> None:
         """fds 0-2 and sys.stdin/stdout/stderr, even if a loss closed or replaced them."""
-        for fd, saved in self.fds.items():
+        for fd, copy in self.fds.items():
             try:
-                os.dup2(saved, fd)
+                os.dup2(copy, fd)
             except OSError:
                 pass
         for name, (saved, fd, mode) in list(self.streams.items()):
@@ -157,8 +161,8 @@ class ProcessState:
     def interpreter(self) -> None:
         sys.settrace(None)
         sys.setprofile(None)
-        threading.settrace(None)  # type: ignore[arg-type]
-        threading.setprofile(None)  # type: ignore[arg-type]
+        threading.settrace(None)
+        threading.setprofile(None)
         for name, hook in self.hooks.items():
             setattr(sys, name, hook)
         if os.environ != self.environ:
@@ -173,7 +177,7 @@ class ProcessState:
         gc.set_threshold(*thresholds)
         (gc.enable if gc_on else gc.disable)()
         filters, show, fmt = self.warnings
-        warnings.filters[:] = filters
+        warnings.filters[:] = filters  # type: ignore[index]
         warnings._filters_mutated()  # type: ignore[attr-defined]
         warnings.showwarning, warnings.formatwarning = show, fmt
         level, handlers, disabled = self.logging
@@ -198,7 +202,7 @@ class ImportState:
     `a/utils.py` and `b/utils.py` in one run each get imported by their own neighbours."""
 
     def __init__(self) -> None:
-        self.modules = dict(sys.modules)
+        self.modules: dict[str, Any] = dict(sys.modules)
         self.path = list(sys.path)
         self.meta_path = list(sys.meta_path)
         self.path_hooks = list(sys.path_hooks)
@@ -238,7 +242,7 @@ class _Saved:
         get = self.owner.__dict__.get
         if not any(map(operator.is_not, map(get, self.keys), self.values)):
             return []
-        return [k for k, v in zip(self.keys, self.values) if get(k, _MISSING) is not v]
+        return [k for k, v in zip(self.keys, self.values, strict=True) if get(k, _MISSING) is not v]
 
 
 def _save(owner: Any) -> _Saved:
@@ -404,11 +408,12 @@ class FrameworkState:
         import numpy as np
 
         backend, config = self.keras.backend, self._config()
+        set_policy = self.keras.mixed_precision.set_global_policy if self.legacy else self.keras.config.set_dtype_policy
         return {
             "floatx": backend.set_floatx,
             "epsilon": backend.set_epsilon,
             "image_data_format": backend.set_image_data_format,
-            "policy": self.keras.mixed_precision.set_global_policy if self.legacy else self.keras.config.set_dtype_policy,
+            "policy": set_policy,
             "eager": self.tf.config.run_functions_eagerly,
             "tf32": config.enable_tensor_float_32_execution,
             "jit": config.set_optimizer_jit,
@@ -439,7 +444,8 @@ class FrameworkState:
         op callback a module installed: they turn a NaN into an exception, or write files."""
         from tensorflow.python.eager import context
 
-        for disable in (self.tf.debugging.disable_check_numerics, self.tf.debugging.experimental.disable_dump_debug_info):
+        debugging = self.tf.debugging
+        for disable in (debugging.disable_check_numerics, debugging.experimental.disable_dump_debug_info):
             try:
                 disable()
             except Exception:
@@ -469,7 +475,8 @@ class FrameworkState:
             now = self.unchangeable()
         except Exception as exc:
             return [f"TensorFlow's state cannot be read ({type(exc).__name__})"]
-        return [f"{key} changed from {self.fixed[key]!r} to {value!r}" for key, value in now.items() if value != self.fixed[key]]
+        was = self.fixed
+        return [f"{key} changed from {was[key]!r} to {value!r}" for key, value in now.items() if value != was[key]]
 
     def reseed(self) -> None:
         import numpy as np

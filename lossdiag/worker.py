@@ -111,7 +111,8 @@ def _trace(runner: probe.LossRunner, m: LossMeasurement, seed: int) -> Trace | N
 
 
 def measure_candidate(
-    cand: discover.Candidate, request: dict[str, Any], options: dict[str, Any], legacy: bool, on_call: Callable[[], None]
+    cand: discover.Candidate, request: dict[str, Any], options: dict[str, Any], legacy: bool,
+    on_call: Callable[[], None],
 ) -> LossMeasurement:
     """Probe one candidate; anything the loss raises (SystemExit included) is its LD002, never the worker's end."""
     base = LossMeasurement(
