@@ -16,9 +16,11 @@ from __future__ import annotations
 import os
 import re
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -90,13 +92,19 @@ class Interrupted(KeyboardInterrupt):
 
 # --- text from the worker ------------------------------------------------------------------------
 
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]{8,}")
+_ADDRESS = re.compile(
+    r" at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]{8,}|(?<=lossdiag-worker-)\w+|(?<=__autograph_generated_file)\w+"
+)
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")  # escapes and control bytes
 
 
 def scrub(text: str) -> str:
-    """Remove what differs from run to run (object addresses) from a message."""
-    return _ADDRESS.sub(lambda m: "" if m.group().startswith(" at ") else "0x…", text)
+    """Remove what differs from run to run (object addresses, the worker's temporary folder) from a message."""
+    def replace(found: re.Match[str]) -> str:
+        text = found.group()
+        return "" if text.startswith(" at ") else "0x…" if text.startswith("0x") else "…"
+
+    return _ADDRESS.sub(replace, text)
 
 
 def _scrubbed(value: Any) -> Any:
@@ -205,28 +213,38 @@ def _set_nonblocking(fd: int) -> int:
     return fd
 
 
-def _spawn(legacy: bool) -> tuple[subprocess.Popen[bytes], int, int, int]:
-    """Start a worker: (process, request fd, event fd, output fd), the pipes ours, the worker's closed."""
+def _worker_environment(legacy: bool, request_r: int, event_w: int, folder: str) -> dict[str, str]:
+    from lossdiag.worker import CHANNEL_ENV, GUARD_ENV, PARENT_ENV, TMPDIR_ENV
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", **_tf.forced_environment(legacy))
+    env.update({
+        CHANNEL_ENV: f"{request_r},{event_w}", PARENT_ENV: str(os.getpid()), GUARD_ENV: os.urandom(8).hex(),
+        "TMPDIR": folder, TMPDIR_ENV: folder,
+    })
+    return env
+
+
+def _spawn(legacy: bool) -> tuple[subprocess.Popen[bytes], int, int, int, str]:
+    """Start a worker: (process, request fd, event fd, output fd, its TMPDIR), the pipes ours, its ends closed."""
+    folder = tempfile.mkdtemp(prefix="lossdiag-worker-")
     request_r, request_w = os.pipe()
     event_r, event_w = os.pipe()
     output_r, output_w = os.pipe()
-    from lossdiag.worker import CHANNEL_ENV, GUARD_ENV, PARENT_ENV
-
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", **_tf.forced_environment(legacy))
-    env.update({CHANNEL_ENV: f"{request_r},{event_w}", PARENT_ENV: str(os.getpid()), GUARD_ENV: os.urandom(8).hex()})
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", _WORKER_COMMAND], stdin=subprocess.DEVNULL, stdout=output_w, stderr=output_w,
-            pass_fds=(request_r, event_w), env=env, start_new_session=True,  # we end it, not the terminal
+            pass_fds=(request_r, event_w), env=_worker_environment(legacy, request_r, event_w, folder),
+            start_new_session=True,  # we end it, not the terminal
         )
     except OSError as exc:
         for fd in (request_w, event_r, output_r):
             os.close(fd)
+        shutil.rmtree(folder, ignore_errors=True)
         raise StartupError(f"cannot start the worker process: {exc}") from None
     finally:
         for fd in (request_r, event_w, output_w):
             os.close(fd)
-    return proc, request_w, _set_nonblocking(event_r), _set_nonblocking(output_r)
+    return proc, request_w, _set_nonblocking(event_r), _set_nonblocking(output_r), folder
 
 
 class Worker:
@@ -234,7 +252,7 @@ class Worker:
 
     def __init__(self, legacy: bool, options: dict[str, Any]) -> None:
         self.legacy = legacy
-        self.proc, self.requests, self.events, self.output_fd = _spawn(legacy)
+        self.proc, self.requests, self.events, self.output_fd, self.tmpdir = _spawn(legacy)
         key = channel.new_key()
         self.reader = channel.Reader(key)
         self.writer = channel.Writer(self.requests, key)
@@ -343,6 +361,7 @@ class Worker:
                 os.close(fd)
             except OSError:
                 pass
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 # --- signals --------------------------------------------------------------------------------------
@@ -421,6 +440,7 @@ class Session:
         self.workers: list[Worker] = []
         self.outcomes: dict[Path, ModuleOutcome] = {}
         self.labels: dict[bool, str] = {}
+        self.broken: dict[bool, str] = {}  # a Keras whose worker cannot start, and why
         self.selector = selectors.DefaultSelector()
         self.handlers: dict[str, Callable[[Worker, dict[str, Any]], None]] = {
             "ready": self._on_ready, "fatal": self._on_fatal, "call": self._on_call, "loaded": self._on_loaded,
@@ -557,9 +577,24 @@ class Session:
         run = worker.run
         self._retire(worker)
         if not worker.ready:
-            raise StartupError(f"the worker process did not start: {reason}" + (f"\n{text[-2000:]}" if text else ""))
-        if run is not None:
+            self._cannot_start(worker.legacy, f"the worker process did not start: {reason}", text)
+        elif run is not None:
             self._crashed(run, reason, text)
+
+    def _cannot_start(self, legacy: bool, message: str, text: str = "") -> None:
+        """A Keras-3 worker that cannot start ends the run (TensorFlow itself is broken: exit 2); a tf_keras one
+        costs only the modules that need it (tf_keras may be missing): LD001 naming why, or their first result."""
+        if not legacy:
+            raise StartupError(message + (f"\n{text[-2000:]}" if text else ""))
+        self.log.append(f"lossdiag: {message}")
+        self.broken[True] = message
+        while self.queue[True]:
+            run = self.queue[True].popleft()
+            if run.first is not None:  # it was only trying tf_keras: its Keras-3 result stands
+                self.outcomes[run.job.path] = run.first
+                continue
+            run.outcome.load_error = (f"it needs tf_keras (Keras 2), which cannot run here: {message}", None)
+            self._finish(run)
 
     def _crashed(self, run: _Run, reason: str, text: str) -> None:
         """The worker ended under this run: blame the loss it was probing, or the import."""
@@ -603,7 +638,7 @@ class Session:
 
     def _on_fatal(self, worker: Worker, event: dict[str, Any]) -> None:
         self._retire(worker)
-        raise StartupError(str(event.get("message", "the worker could not start")))
+        self._cannot_start(worker.legacy, str(event.get("message", "the worker could not start")))
 
     def _on_call(self, worker: Worker, event: dict[str, Any]) -> None:
         """A heartbeat: the user's code is about to be called; `_pump` restarted the clock."""
@@ -663,7 +698,7 @@ class Session:
         outcome.keras = self.labels.get(run.legacy, "")
         if run.first is None:
             reason = switch_reason(outcome, run.legacy) if run.job.switch else ""
-            if reason:
+            if reason and (not run.legacy) not in self.broken:
                 self.queue[not run.legacy].append(_Run(run.job, not run.legacy, switched=reason, first=outcome))
                 return
             self.outcomes[run.job.path] = outcome

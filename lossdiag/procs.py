@@ -74,11 +74,12 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def descendants(pid: int) -> set[int]:
+def descendants(pid: int, spare: frozenset[int] = frozenset()) -> set[int]:
+    """Every process below `pid`, except those in `spare` and whatever is below them."""
     out: set[int] = set()
     frontier = [pid]
     while frontier:
-        new = children(frontier.pop()) - out
+        new = children(frontier.pop()) - out - spare
         out |= new
         frontier.extend(new)
     return out
@@ -92,10 +93,10 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def kill_descendants(pid: int, keep: frozenset[int] = frozenset()) -> int:
-    """SIGKILL every descendant of `pid` but `keep`; they are frozen first, so none can fork while we look."""
+    """SIGKILL every descendant of `pid` but `keep` and theirs; frozen first, so none can fork while we look."""
     frozen: set[int] = set(keep)
     while True:
-        found = descendants(pid) - frozen
+        found = descendants(pid, keep) - frozen
         if not found:
             break
         for child in found:
@@ -181,9 +182,10 @@ def kill_marked(variable: str, token: str, keep: frozenset[int] = frozenset()) -
     return killed
 
 
-def start_guardian(variable: str, token: str) -> int:
+def start_guardian(variable: str, token: str, folder: str | None = None) -> int:
     """Fork a small process that waits for this one to die, however it dies (SIGKILL included), and then
-    kills every process that still carries `variable=token`: what user code started, wherever it went.
+    kills every process that still carries `variable=token` (what user code started, wherever it went)
+    and removes `folder` (this process' private temporary folder).
 
     Call it early (before threads exist). `variable=token` must be in this process' initial environment
     (as /proc shows it): processes forked from here show that same environment, exec'd ones inherit it.
@@ -202,5 +204,9 @@ def start_guardian(variable: str, token: str) -> int:
         while os.getppid() == watched:
             signal.sigtimedwait({signal.SIGTERM}, 1.0)
         kill_marked(variable, token, frozenset({os.getpid()}))
+        if folder:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
     finally:
         os._exit(0)

@@ -500,6 +500,7 @@ class ModuleMark:
 
     framework: dict[str, Any]
     library: LibraryMark
+    processes: frozenset[int]  # what the import started (a helper server, a pool): its losses may use it
 
 
 class GlobalState:
@@ -517,14 +518,15 @@ class GlobalState:
         self.framework.reseed()
 
     def mark(self) -> ModuleMark:
-        return ModuleMark(self.framework.read(), self.library.mark())
+        started = frozenset(procs.descendants(os.getpid()))
+        return ModuleMark(self.framework.read(), self.library.mark(), started)
 
     def after_loss(self, mark: ModuleMark) -> None:
         """Kill what the loss started, then put back what it changed, in the order that stops a late
         alarm or child from landing on the next loss."""
         self.process.flush()
         self.process.signals()
-        procs.kill_descendants(os.getpid(), self.keep)
+        procs.kill_descendants(os.getpid(), self.keep | mark.processes)
         procs.reap_children()
         self.process.files()
         self.process.interpreter()

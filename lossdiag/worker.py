@@ -26,6 +26,7 @@ from lossdiag.state import GlobalState, is_library
 CHANNEL_ENV = "LOSSDIAG_CHANNEL"  # "request_fd,event_fd" as the parent passed them
 PARENT_ENV = "LOSSDIAG_PARENT"  # the parent's pid: the worker must not outlive it
 GUARD_ENV = "LOSSDIAG_WORKER_TOKEN"  # inherited by everything the worker starts, so it can all be found
+TMPDIR_ENV = "LOSSDIAG_WORKER_TMPDIR"  # the worker's private TMPDIR, removed when the worker ends
 
 
 def _error_line(exc: BaseException, path: str) -> int | None:
@@ -234,7 +235,9 @@ def main() -> int:
     # The parent put the token in our initial environment, which /proc shows for us, for every process we
     # fork and for everything exec'd from here; set here, it would reach only the exec'd ones.
     os.environ.setdefault(GUARD_ENV, os.urandom(8).hex())
-    guardian = procs.start_guardian(GUARD_ENV, os.environ[GUARD_ENV])  # before any thread exists
+    # TensorFlow's autograph and user code leave files in TMPDIR, removed at exit only if the exit is clean.
+    folder = os.environ.get(TMPDIR_ENV)
+    guardian = procs.start_guardian(GUARD_ENV, os.environ[GUARD_ENV], folder)  # before any thread exists
     os.register_at_fork(after_in_child=_forked_child)
     options = link.receive()
     if options is None:

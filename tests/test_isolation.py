@@ -91,6 +91,8 @@ def test_a_module_switches_when_every_probe_of_one_loss_shows_the_symptom():
 def test_addresses_are_scrubbed_from_messages():
     text = "cannot use <m.Config object at 0x7f3a2b1c0d90> or <function f at 0x7f00aa>, id 0x7ffd5e8a9b10"
     assert scrub(text) == "cannot use <m.Config object> or <function f>, id 0x…"
+    where = "/tmp/lossdiag-worker-k2j4_x9/__autograph_generated_filea4x1v1ab.py"
+    assert scrub(where) == "/tmp/lossdiag-worker-…/__autograph_generated_file….py"
 
 
 def test_the_output_tail_is_bounded_and_says_what_it_dropped():
@@ -276,3 +278,17 @@ def test_a_signal_during_a_run_raises_interrupted_with_its_exit_status():
             signals.check()
     assert caught.value.exit_status == 143
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_without_tf_keras_only_the_keras2_modules_fail_and_reruns_keep_their_keras3_result():
+    legacy_job = ModuleJob(Path("/k2.py"), "k2", Path("/"), legacy=True)
+    keras3_job = ModuleJob(Path("/k3.py"), "k3", Path("/"), legacy=False)
+    session = isolation.Session([legacy_job, keras3_job], {}, 1.0, 64, [])
+    first = ModuleOutcome(load_error=("AttributeError: module 'keras.backend' has no attribute 'sum'", 2))
+    session.queue[True].append(isolation._Run(keras3_job, True, switched="K.sum", first=first))
+    session._cannot_start(True, "cannot import TensorFlow/Keras: ModuleNotFoundError: no module named 'tf_keras'")
+    assert "tf_keras" in session.outcomes[Path("/k2.py")].load_error[0]
+    assert session.outcomes[Path("/k3.py")] is first
+    assert not session.queue[True] and len(session.queue[False]) == 1  # the Keras-3 module still waits
+    with pytest.raises(isolation.StartupError):
+        session._cannot_start(False, "cannot import TensorFlow/Keras: ImportError")

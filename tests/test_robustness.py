@@ -36,6 +36,8 @@ RUNS: dict[str, list[str]] = {
     "processes": [f"{ROB}/forks.py", f"{ROB}/channel.py", f"{ROB}/signals.py", f"{ROB}/addresses.py",
                   "--format", "json"],
     "backend_default": [SEED, f"{ROB}/global_state_victim.py", "--format", "json"],
+    # tf_keras converts losses with autograph, which writes files to TMPDIR that only a clean exit removes.
+    "legacy_worker": [f"{ROB}/keras_mix/k2_backend.py", "--legacy-keras", "--format", "json"],
     "import_errors": [f"{ROB}/import_errors", SEED, "--format", "json"],
     "import_errors_table": [f"{ROB}/import_errors", SEED],
     "bad_returns": [f"{ROB}/bad_returns.py", f"{ROB}/interactive.py", "--format", "json"],
@@ -442,6 +444,13 @@ def test_a_victim_after_a_polluting_module_gets_exactly_its_verdicts_alone(runs)
     assert_markers_hold(polluted, [f"{ROB}/pollution/polluter.py", victim])
     assert_markers_hold(alone, [victim])
     assert "put back what it changed: keras.ops.sum" in polluted.err  # -v says what was reset
+
+
+@pytest.mark.tf
+def test_a_tf_keras_worker_leaves_no_autograph_file(runs):
+    run = runs["legacy_worker"]
+    assert_markers_hold(run, [f"{ROB}/keras_mix/k2_backend.py"])
+    assert run.marked.leftovers() == ([], [])
 
 
 @pytest.mark.tf
