@@ -441,9 +441,10 @@ def test_a_victim_after_a_polluting_module_gets_exactly_its_verdicts_alone(runs)
     assert ids == [f"{victim}::{name}" for name in ("unclipped_bce", "sums_over_features", "warns_on_every_call")]
     for rid in ids:
         assert polluted.result(rid) == alone.result(rid), rid
-    assert_markers_hold(polluted, [f"{ROB}/pollution/polluter.py", victim])
+    assert_markers_hold(polluted, [f"{ROB}/pollution/leaves_a_thread.py", f"{ROB}/pollution/polluter.py", victim])
     assert_markers_hold(alone, [victim])
     assert "put back what it changed: keras.ops.sum" in polluted.err  # -v says what was reset
+    assert "the next module gets a fresh worker (1 thread(s) it started still run (meddler))" in polluted.err
 
 
 @pytest.mark.tf
