@@ -21,6 +21,7 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import threading
 import types
 import warnings
@@ -115,6 +116,7 @@ class ProcessState:
         self.hooks = {name: getattr(sys, name) for name in _HOOKS}
         self.environ = dict(os.environ)
         self.cwd = os.getcwd()
+        self.tempdir = tempfile.gettempdir()
         self.umask = os.umask(0o022)
         os.umask(self.umask)
         self.limits = (sys.getrecursionlimit(), sys.getswitchinterval(), gc.isenabled(), gc.get_threshold())
@@ -127,11 +129,16 @@ class ProcessState:
         self.files()
         self.interpreter()
 
-    def signals(self) -> None:
-        """No alarm or timer a loss set may fire later, and every handler is the worker's own again."""
+    @staticmethod
+    def timers() -> None:
+        """No alarm or interval timer set so far may fire later (on a loss that did not set it)."""
         _signal.alarm(0)
         for which in (_signal.ITIMER_REAL, _signal.ITIMER_VIRTUAL, _signal.ITIMER_PROF):
             _signal.setitimer(which, 0)
+
+    def signals(self) -> None:
+        """No alarm or timer a loss set may fire later, and every handler is the worker's own again."""
+        self.timers()
         _signal.pthread_sigmask(_signal.SIG_BLOCK, _ALL_SIGNALS)
         for sig in _signal.sigpending():
             _signal.sigtimedwait([sig], 0)  # a signal that arrived while blocked must not fire later
@@ -170,6 +177,9 @@ class ProcessState:
             os.environ.update(self.environ)
         if os.getcwd() != self.cwd:
             os.chdir(self.cwd)
+        tempfile.tempdir = self.tempdir
+        if not os.path.isdir(self.tempdir):  # a loss removed it; autograph and others write there
+            os.makedirs(self.tempdir, exist_ok=True)
         os.umask(self.umask)
         recursion, switch, gc_on, thresholds = self.limits
         sys.setrecursionlimit(recursion)
@@ -518,6 +528,7 @@ class GlobalState:
         self.framework.reseed()
 
     def mark(self) -> ModuleMark:
+        self.process.timers()  # an alarm the import set must not end the first loss
         started = frozenset(procs.descendants(os.getpid()))
         return ModuleMark(self.framework.read(), self.library.mark(), started)
 

@@ -34,7 +34,7 @@ RUNS: dict[str, list[str]] = {
     "victim_alone": [f"{ROB}/pollution/victim.py", "--format", "json"],
     # Losses that fork, write into fds they do not own, leave alarms and closed fds, show addresses.
     "processes": [f"{ROB}/forks.py", f"{ROB}/channel.py", f"{ROB}/signals.py", f"{ROB}/addresses.py",
-                  "--format", "json"],
+                  f"{ROB}/import_alarm.py", f"{ROB}/tempdir.py", "--format", "json"],
     "backend_default": [SEED, f"{ROB}/global_state_victim.py", "--format", "json"],
     # tf_keras converts losses with autograph, which writes files to TMPDIR that only a clean exit removes.
     "legacy_worker": [f"{ROB}/keras_mix/k2_backend.py", "--legacy-keras", "--format", "json"],
@@ -486,7 +486,12 @@ def test_garbage_on_low_fds_is_harmless_and_a_forged_message_is_that_losss_failu
 
 @pytest.mark.tf
 def test_alarms_timers_handlers_and_closed_fds_do_not_reach_later_losses(runs):
-    assert_markers_hold(runs["processes"], [f"{ROB}/signals.py"])
+    assert_markers_hold(runs["processes"], [f"{ROB}/signals.py", f"{ROB}/import_alarm.py"])
+
+
+@pytest.mark.tf
+def test_a_loss_that_removes_the_temporary_folder_does_not_break_the_next(runs):
+    assert_markers_hold(runs["processes"], [f"{ROB}/tempdir.py"])
 
 
 @pytest.mark.tf
