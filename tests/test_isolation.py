@@ -135,6 +135,10 @@ def _codes(outcome: ModuleOutcome, path: Path) -> dict[str, set[str]]:
     return out
 
 
+def _recorder(calls: list[tuple[str, str | None]]):
+    return lambda path, name: calls.append((path, name))
+
+
 @pytest.fixture(scope="module")
 def mixed_runs() -> dict[bool, tuple[dict[Path, ModuleOutcome], list[str], list[tuple[str, str | None]]]]:
     runs = {}
@@ -142,7 +146,7 @@ def mixed_runs() -> dict[bool, tuple[dict[Path, ModuleOutcome], list[str], list[
         log: list[str] = []
         calls: list[tuple[str, str | None]] = []
         options = {"batch_size": 32, "seed": 0, "trace": False}
-        outcomes = isolation.run_modules(_jobs(legacy), options, 10.0, 4096, log, lambda p, n: calls.append((p, n)))
+        outcomes = isolation.run_modules(_jobs(legacy), options, 10.0, 4096, log, _recorder(calls))
         runs[legacy] = (outcomes, log, calls)
     return runs
 

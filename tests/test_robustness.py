@@ -94,7 +94,7 @@ class Run:
 def runs(tmp_path_factory) -> dict[str, Run]:
     tmp = tmp_path_factory.mktemp("runs")
     outcomes = run_marked_many(((["check", *args], REPO, ENV.get(name, {})) for name, args in RUNS.items()), tmp)
-    return {name: Run(args, outcome) for (name, args), outcome in zip(RUNS.items(), outcomes)}
+    return {name: Run(args, outcome) for (name, args), outcome in zip(RUNS.items(), outcomes, strict=True)}
 
 
 def markers(path: Path) -> dict[str, set[str]]:
@@ -643,7 +643,7 @@ def endings(tmp_path_factory) -> dict[str, tuple[int, str, Marked, bool]]:
 
     tmp = tmp_path_factory.mktemp("endings")
     with ThreadPoolExecutor(max_workers=3) as pool:
-        return dict(zip(ENDINGS, pool.map(lambda name: _end_a_run(tmp, name), ENDINGS)))
+        return dict(zip(ENDINGS, pool.map(lambda name: _end_a_run(tmp, name), ENDINGS), strict=True))
 
 
 @pytest.mark.tf

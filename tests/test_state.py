@@ -99,7 +99,8 @@ def test_patched_library_functions_and_methods_are_put_back(framework):
     restored, problems = library.restore_all()
     assert np.mean is mean and keras.losses.Loss.__call__ is call
     assert not hasattr(keras.losses.Loss, "extra_method")
-    assert {"numpy.mean", "keras.src.losses.loss.Loss.__call__", "keras.src.losses.loss.Loss.extra_method"} <= set(restored)
+    loss = "keras.src.losses.loss.Loss"
+    assert {"numpy.mean", f"{loss}.__call__", f"{loss}.extra_method"} <= set(restored)
     assert problems == []
 
 
