@@ -15,18 +15,41 @@ _ENV_DEFAULTS = {
     "TF_CPP_MIN_LOG_LEVEL": "3",
     # oneDNN reorders floating-point sums: perturbation checks need bit-stable results
     "TF_ENABLE_ONEDNN_OPTS": "0",
-    "KERAS_BACKEND": "tensorflow",
     "CUDA_VISIBLE_DEVICES": "",
     "AUTOGRAPH_VERBOSITY": "0",
 }
+# Keras reads its backend from KERAS_BACKEND when it is first imported: the worker always runs Keras on
+# TensorFlow, whatever the user's environment says (keras.ops losses are backend-neutral, and with jax
+# or torch TensorFlow's GradientTape would see no gradient, or the import would fail).
+BACKEND = "tensorflow"
 
 _state: dict[str, Any] = {}
 
 
-def prepare_environment() -> None:
-    """Set TensorFlow's environment before its first import; the user's own settings win."""
+def forced_environment(legacy: bool) -> dict[str, str]:
+    """The variables the worker's environment must have, whatever the user set."""
+    return {"KERAS_BACKEND": BACKEND, "TF_USE_LEGACY_KERAS": "1" if legacy else "0"}
+
+
+def prepare_environment(legacy: bool = False) -> None:
+    """Set TensorFlow's environment before its first import; the user's own settings win, except for the
+    Keras backend and flavour, which lossdiag decides."""
     for key, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    os.environ.update(forced_environment(legacy))
+
+
+def ignored_backend(environ: dict[str, str] | None = None) -> str | None:
+    """The KERAS_BACKEND the user set that the worker does not use, if any (for -v)."""
+    value = (os.environ if environ is None else environ).get("KERAS_BACKEND", "").strip()
+    return value if value and value != BACKEND else None
+
+
+def keras_label(legacy: bool) -> str:
+    """Which Keras the worker runs: "3.15.1" or "tf_keras 2.21.0"."""
+    _, keras_module = load(legacy)
+    version = getattr(keras_module, "__version__", "?")
+    return f"tf_keras {version}" if legacy else str(version)
 
 
 def _quiet_import(name: str) -> ModuleType:
@@ -48,9 +71,7 @@ def load(legacy: bool = False) -> tuple[ModuleType, ModuleType]:
     key = "legacy" if legacy else "keras"
     if key in _state:
         return _state["tf"], _state[key]
-    prepare_environment()
-    if legacy:
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    prepare_environment(legacy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tf = _quiet_import("tensorflow")

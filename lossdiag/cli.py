@@ -412,12 +412,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.main(args=args, prog_name="lossdiag", standalone_mode=False)
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else ExitCode.USAGE
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt into Abort
         click.echo("Aborted.", err=True)
-        return ExitCode.INTERRUPTED
-    except KeyboardInterrupt:
+        return int(getattr(exc.__cause__, "exit_status", ExitCode.INTERRUPTED))
+    except KeyboardInterrupt as exc:  # isolation.Interrupted carries 128 + SIGTERM/SIGHUP
         click.echo("Interrupted.", err=True)
-        return ExitCode.INTERRUPTED
+        return int(getattr(exc, "exit_status", ExitCode.INTERRUPTED))
     except click.ClickException as exc:
         exc.show()
         return ExitCode.USAGE if exc.exit_code in (1, 2) else exc.exit_code

@@ -17,6 +17,9 @@ from typing import Any, Callable
 from lossdiag import flavour, script
 from lossdiag.flavour import Keras2Evidence
 
+# Targets moved to lossdiag.targets; re-exported here so that existing imports keep working.
+from lossdiag.targets import Target, TargetError, display_path, resolve_targets  # noqa: F401
+
 # Names that make a two-argument function (or a module-level object) read as a loss. The ast
 # pre-scan uses them so that a training script's `train(model, data)` never gets imported.
 _LOSS_WORDS = re.compile(
@@ -27,21 +30,6 @@ _LOSS_WORDS = re.compile(
 )
 _TARGET_WORDS = re.compile(r"true|target|label|gt|ground|actual|^y$|^yt|^z$|^yz$|^t$", re.IGNORECASE)
 _PRED_WORDS = re.compile(r"pred|hat|logit|output|score|prob|^yp|^p$|^o$", re.IGNORECASE)
-
-_SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "env", ".tox", ".nox", "__pycache__", "node_modules",
-              "site-packages", "build", "dist", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".eggs"}
-
-
-class TargetError(Exception):
-    """A target that names no file, folder or module (a usage error, exit 2)."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """One Python file to check; `names` limits it to the losses named with FILE::NAME."""
-
-    path: Path
-    names: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,69 +60,6 @@ class FileScan:
     candidates: tuple[AstCandidate, ...]
     syntax_error: tuple[str, int | None] | None = None
     keras2: Keras2Evidence | None = None  # why the module reads as Keras-2 code (None: Keras 3)
-
-
-def display_path(path: Path, cwd: Path) -> str:
-    """POSIX path relative to the working directory when under it, else absolute."""
-    path = path.resolve()
-    try:
-        return path.relative_to(cwd.resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-def _is_excluded(rel: str, exclude: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(Path(rel).name, pattern) for pattern in exclude)
-
-
-def _walk(folder: Path, cwd: Path, exclude: tuple[str, ...]) -> list[Path]:
-    found = []
-    for path in sorted(folder.rglob("*.py")):
-        rel_parts = path.relative_to(folder).parts
-        if any(part in _SKIP_DIRS or part.startswith(".") for part in rel_parts[:-1]):
-            continue
-        if _is_excluded(display_path(path, cwd), exclude):
-            continue
-        found.append(path)
-    return found
-
-
-def _module_file(dotted: str, cwd: Path) -> Path | None:
-    """Find a dotted module's file on disk without importing anything (no package code runs)."""
-    rel = Path(*dotted.split("."))
-    for base in [cwd, *(Path(p) for p in sys.path if p)]:
-        for candidate in (base / rel.with_suffix(".py"), base / rel / "__init__.py"):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def resolve_targets(targets: list[str], cwd: Path, exclude: tuple[str, ...] = ()) -> list[Target]:
-    """Files, folders (recursively), dotted modules and FILE::NAME into a sorted list of files."""
-    by_path: dict[Path, set[str] | None] = {}
-
-    def add(path: Path, name: str | None) -> None:
-        path = path.resolve()
-        if name is None:
-            by_path[path] = None
-        elif path not in by_path:
-            by_path[path] = {name}
-        elif by_path[path] is not None:
-            by_path[path].add(name)  # type: ignore[union-attr]
-
-    for raw in targets:
-        spec, _, name = raw.partition("::")
-        path = (cwd / spec) if not Path(spec).is_absolute() else Path(spec)
-        if path.is_dir() and not name:
-            for file in _walk(path, cwd, exclude):
-                add(file, None)
-        elif path.is_file():
-            add(path, name or None)
-        elif re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", spec) and (found := _module_file(spec, cwd)):
-            add(found, name or None)
-        else:
-            raise TargetError(f"{raw}: no such file, folder or module")
-    return [Target(p, None if n is None else frozenset(n)) for p, n in sorted(by_path.items())]
 
 
 def module_identity(path: Path) -> tuple[str, Path]:

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Callable
 
 from lossdiag import discover, rules, selection, suppress
-from lossdiag.rules import text
+from lossdiag import targets as targets_mod
 from lossdiag.isolation import ModuleJob, run_modules
+from lossdiag.rules import text
 from lossdiag.measurement import LossMeasurement
 from lossdiag.models import Finding, LoadError, Location, LossResult, Probe, Report
 
@@ -143,6 +144,7 @@ class _Plan:
     errors: list[LoadError] = field(default_factory=list)
     without: list[str] = field(default_factory=list)
     candidates: int = 0
+    log: list[str] = field(default_factory=list)  # for -v: why a module was judged Keras 2
 
 
 def _plan(files: list[discover.Target], options: Options, cwd: Path) -> _Plan:
@@ -166,7 +168,13 @@ def _plan(files: list[discover.Target], options: Options, cwd: Path) -> _Plan:
         lines = {c.name: c.line for c in scan.candidates}
         # the worker gets each pinned layout with where it came from (given or config): JSON probe.source
         probes = {name: [spec, source] for name, (spec, source) in overrides.items()}
-        plan.jobs.append(ModuleJob(target.path, scan.module, scan.sys_path_root, names, probes, lines))
+        legacy = options.legacy_keras if options.legacy_keras is not None else scan.keras2 is not None
+        if options.legacy_keras is None and scan.keras2 is not None:
+            plan.log.append(f"{display}: judged Keras 2 ({scan.keras2.reason}): run on tf_keras")
+        plan.jobs.append(ModuleJob(
+            target.path, scan.module, scan.sys_path_root, names, probes, lines,
+            legacy=legacy, scan=scan, switch=options.legacy_keras is None,
+        ))
         plan.candidates += len(names) if names is not None else len(wanted)
     return plan
 
@@ -177,13 +185,16 @@ def _run(plan: _Plan, options: Options, cwd: Path, progress: ProgressCallback | 
     if not plan.jobs:
         return results
     worker_options = {
-        "legacy": bool(options.legacy_keras), "batch_size": options.batch_size, "seed": options.seed,
-        "trace": options.trace, "full_import": options.full_import,
+        "batch_size": options.batch_size, "seed": options.seed, "trace": options.trace,
+        "full_import": options.full_import,
     }
     announce = getattr(progress, "plan", None)
     if callable(announce):
         announce(len(plan.jobs), plan.candidates)
-    outcomes = run_modules(plan.jobs, worker_options, options.timeout, options.max_memory_mb, log, progress=progress)
+    workers = resolve_jobs(options.jobs, len(plan.jobs))
+    outcomes = run_modules(
+        plan.jobs, worker_options, options.timeout, options.max_memory_mb, log, progress, workers=workers
+    )
     for job in plan.jobs:
         outcome = outcomes[job.path]
         display = discover.display_path(job.path, cwd)
@@ -192,7 +203,7 @@ def _run(plan: _Plan, options: Options, cwd: Path, progress: ProgressCallback | 
             plan.errors.append(LoadError(display, "LD001", message, line))
             continue
         for m in outcome.measurements:
-            results.append(_result(m, display, cwd))
+            results.append(replace(_result(m, display, cwd), keras=outcome.keras))
             if m.trace is not None and m.trace.error:
                 log.append(f"{display}::{m.name}: could not trace it as a graph ({m.trace.error})")
             if m.name in outcome.output:
@@ -210,11 +221,12 @@ def check(
     before the first module.
     """
     cwd = (cwd or Path.cwd()).resolve()
-    files = discover.resolve_targets(targets, cwd, options.exclude)
+    resolved = targets_mod.resolve(targets, cwd, options.exclude)
+    files = list(resolved.files)
     if options.force_exclude:  # files named on the command line obey `exclude` too (pre-commit names files)
         files = [t for t in files if not selection.path_matches(discover.display_path(t.path, cwd), options.exclude)]
     plan = _plan(files, options, cwd)
-    log: list[str] = []
+    log: list[str] = list(plan.log)
     results = _run(plan, options, cwd, progress, log)
     selector = file_selector(options, cwd)
     errors = [e for e in plan.errors if selector(e.file)(e.code)]
@@ -229,4 +241,5 @@ def check(
         batch_size=options.batch_size,
         seed=options.seed,
         log=tuple(log),
+        notes=resolved.notes,
     )

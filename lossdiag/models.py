@@ -100,6 +100,7 @@ class Report:
     batch_size: int = 32
     seed: int = 0
     cached: int = 0  # losses whose results came from the cache
+    notes: tuple[str, ...] = ()  # files a folder walk skipped, one line each: "x/pipe.py: skipped, a named pipe, ..."
     log: tuple[str, ...] = field(default=(), compare=False)  # -v details: captured output, trace failures
 
     def summary(self) -> dict[str, int]:

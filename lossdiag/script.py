@@ -303,18 +303,25 @@ def _undefined(analysis: ModuleAnalysis, module: ModuleType, roots: Mapping[str,
 
 
 def import_definitions(
-    spec: ModuleSpec, module: ModuleType, definitions: Mapping[str, frozenset[str]]
+    spec: ModuleSpec, module: ModuleType, definitions: Mapping[str, frozenset[str]], notes: list[str] | None = None
 ) -> ModuleType:
     """Run `module`'s definitions only; if they cannot define every candidate, a fresh full import.
 
-    What was skipped, what failed and why a full import followed go to stderr, which `-v` shows.
+    What was skipped, what failed and why a full import followed go to `notes` (for `-v`), else stderr.
     """
+
+    def note(text: str) -> None:
+        if notes is not None:
+            notes.append(text)
+        else:
+            print(text, file=sys.stderr)
+
     path = Path(spec.origin or "")
     if spec.parent:
         importlib.import_module(spec.parent)  # the package first, as an import would: relative imports need it
     outcome = run_definitions(module, path, definitions)
-    for note in outcome.notes(path.name):
-        print(note, file=sys.stderr)
+    for line in outcome.notes(path.name):
+        note(line)
     if outcome.complete:
         return module
     whole = importlib.util.module_from_spec(spec)
@@ -328,10 +335,9 @@ def import_definitions(
         broken = dict(outcome.broken)
         if not broken or set(broken) >= set(definitions):
             raise  # nothing to keep: the module is LD001, as it always was
-        print(
+        note(
             f"lossdiag: {path.name}: the whole file failed too ({_describe_exception(exc)}); "
-            "checking the losses its definitions define",
-            file=sys.stderr,
+            "checking the losses its definitions define"
         )
         sys.modules[spec.name] = module
         vars(module)[BROKEN] = broken

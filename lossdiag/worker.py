@@ -1,29 +1,32 @@
 """The worker process: imports the user's modules and measures their losses, away from the CLI.
 
-It speaks JSON lines: requests on stdin, events on the file descriptor that was stdout when it
-started. Everything the user's code (or TensorFlow) prints goes to stderr, which the parent keeps.
+It speaks framed, authenticated messages (`lossdiag.channel`) on two pipes moved to high,
+close-on-exec file descriptors that user code does not know of. fds 1 and 2 go to the parent, which
+keeps a bounded tail of what the user's code prints; fd 0 is /dev/null, so `input()` fails at once
+instead of hanging. Before every call of a loss the worker sends a heartbeat, so the parent's
+`--timeout` bounds one call, not the sum of them. It dies with its parent, adopts the orphans of what
+a loss forks, and kills them when the loss ends.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import io
-import json
 import os
-import random
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable
 
-from lossdiag import discover, probe, script
+from lossdiag import channel, discover, probe, procs, script
 from lossdiag.measurement import LossMeasurement
+from lossdiag.state import GlobalState, is_library
 
-
-def _send(channel: TextIO, **event: Any) -> None:
-    channel.write(json.dumps(event) + "\n")
-    channel.flush()
+CHANNEL_ENV = "LOSSDIAG_CHANNEL"  # "request_fd,event_fd" as the parent passed them
+PARENT_ENV = "LOSSDIAG_PARENT"  # the parent's pid: the worker must not outlive it
+GUARD_ENV = "LOSSDIAG_WORKER_TOKEN"  # inherited by everything the worker starts, so it can all be found
+TMPDIR_ENV = "LOSSDIAG_WORKER_TMPDIR"  # the worker's private TMPDIR, removed when the worker ends
 
 
 def _error_line(exc: BaseException, path: str) -> int | None:
@@ -39,6 +42,8 @@ def _error_line(exc: BaseException, path: str) -> int | None:
 def describe_import_error(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"the module called sys.exit({exc.code!r}) at import"
+    if isinstance(exc, KeyboardInterrupt):
+        return "the module raised KeyboardInterrupt at import"
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         return f"ModuleNotFoundError: no module named {exc.name!r} (is the package installed in this environment?)"
     if isinstance(exc, SyntaxError):
@@ -50,18 +55,9 @@ def describe_import_error(exc: BaseException) -> str:
     return probe.describe_exception(exc) + (f"; {hint}" if hint else "")
 
 
-def _is_library(module: Any) -> bool:
-    """A built-in module, or one from the standard library or site-packages (not the user's)."""
-    file = getattr(module, "__file__", None)
-    if not file:
-        return True
-    resolved = Path(file).resolve()
-    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    return any(resolved.is_relative_to(prefix) for prefix in prefixes) or "site-packages" in resolved.parts
-
-
 def import_user_module(
-    name: str, path: Path, root: Path, definitions: dict[str, frozenset[str]] | None = None
+    name: str, path: Path, root: Path, definitions: dict[str, frozenset[str]] | None = None,
+    notes: list[str] | None = None,
 ) -> Any:
     """Import `path` under `name` with its folder (and the working directory) on sys.path.
 
@@ -75,7 +71,7 @@ def import_user_module(
     old = sys.modules.get(name)
     if old is not None and Path(getattr(old, "__file__", "") or "").resolve() == path.resolve():
         return old
-    if old is not None and _is_library(old):
+    if old is not None and is_library(old):
         # A user file named like a module TensorFlow or Python already use (json.py, random.py):
         # replacing that module would break them, so the user's file gets a private name.
         name = f"_lossdiag_user_{name}"
@@ -95,31 +91,36 @@ def import_user_module(
         if definitions is None:
             spec.loader.exec_module(module)
         else:
-            module = script.import_definitions(spec, module, definitions)
+            module = script.import_definitions(spec, module, definitions, notes)
     except BaseException:
         sys.modules.pop(name, None)
         raise
     return module
 
 
-def _context(request: dict[str, Any], options: dict[str, Any], name: str) -> probe.ProbeContext:
-    """How to probe one loss: the run's options, and a layout the user pinned for it."""
+def _context(
+    request: dict[str, Any], options: dict[str, Any], name: str, legacy: bool, on_call: Callable[[], None] | None
+) -> probe.ProbeContext:
+    """How to probe one loss: the run's options, a layout the user pinned for it, and the heartbeat."""
     pinned = request.get("probes", {}).get(name)
     spec, origin = (pinned if isinstance(pinned, (list, tuple)) else (pinned, "given")) if pinned else (None, "given")
     return probe.ProbeContext(
         batch_size=options["batch_size"],
         seed=options["seed"],
-        legacy=options["legacy"],
+        legacy=legacy,
         pinned=probe.parse_spec(spec) if spec else None,
         pinned_origin=origin,
         trace=options.get("trace", True),
+        on_call=on_call,
     )
 
 
-def measure_candidate(cand: Any, request: dict[str, Any], options: dict[str, Any]) -> LossMeasurement:
-    """Probe one materialised candidate; the user's exceptions are LD002, ours LD004 (traceback kept for -v)."""
-    from dataclasses import replace
-
+def measure_candidate(
+    cand: discover.Candidate, request: dict[str, Any], options: dict[str, Any], legacy: bool,
+    on_call: Callable[[], None] | None = None,
+) -> LossMeasurement:
+    """Probe one candidate; the loss's exceptions (SystemExit included) are its LD002, never the worker's
+    end; an exception in lossdiag's own code is LD004, with the traceback kept for -v."""
     base = LossMeasurement(
         name=cand.name, kind=cand.kind, file=cand.file, line=cand.line,
         batch_size=options["batch_size"], error=cand.error, skipped=cand.skipped,
@@ -127,183 +128,134 @@ def measure_candidate(cand: Any, request: dict[str, Any], options: dict[str, Any
     if cand.loss is None:
         return base
     try:
-        return probe.measure_loss(base, cand.loss, _context(request, options, cand.name))
-    except (SystemExit, KeyboardInterrupt) as exc:  # raised by the loss: it must not end the worker
-        what = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else "raise KeyboardInterrupt"
-        return replace(base, error=f"the loss called {what} while probing")
-    except Exception:  # a bug of ours: the user's exceptions never get here (runner wraps them)
+        return probe.measure_loss(base, cand.loss, _context(request, options, cand.name, legacy, on_call))
+    except Exception:  # a bug of ours: the user's exceptions never get here (the runner wraps them)
         return replace(base, internal_error=traceback.format_exc(limit=8))
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt or stranger, raised by the loss
+        what = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"raise {type(exc).__name__}"
+        return replace(base, error=f"the loss called {what} while probing")
 
 
-class GlobalState:
-    """Process-wide settings that a user's code may change: Keras' floatx, epsilon, image format and
-    dtype policy, eager mode, the working directory, and the global random generators.
+class Channel:
+    """The worker's end of the channel: requests in, events out, on fds user code does not know of."""
 
-    The worker is reused across modules and losses, so one loss that calls
-    `keras.config.set_floatx("float16")` or `np.random.seed(...)` would otherwise change what every
-    later loss computes. Each module is imported in the worker's initial state; each loss then runs
-    in the state its module's import left, with every global generator reseeded from `--seed`, so a
-    loss measures the same whatever ran before it (and whether or not a crash restarted the worker).
-    `sys.stdin`/`stdout`/`stderr` are put back too, so a loss that closes or replaces them cannot
-    break the worker or swallow what later losses print.
-    """
+    def __init__(self, request_fd: int, event_fd: int) -> None:
+        self.request_fd = procs.high_fd(request_fd)
+        self.event_fd = procs.high_fd(event_fd)
+        os.close(request_fd)
+        os.close(event_fd)
+        key = channel.read_exact(self.request_fd, channel.KEY_BYTES)
+        self.reader = channel.Reader(key)
+        self.writer = channel.Writer(self.event_fd, key, owner_only=True)
 
-    def __init__(self, legacy: bool, seed: int) -> None:
+    @classmethod
+    def from_environment(cls) -> Channel:
+        request_fd, event_fd = (int(fd) for fd in os.environ.pop(CHANNEL_ENV).split(","))
+        return cls(request_fd, event_fd)
+
+    def send(self, event: str, **fields: Any) -> None:
+        self.writer.send({"event": event, **fields})
+
+    def receive(self) -> dict[str, Any] | None:
+        return channel.read_message(self.request_fd, self.reader)
+
+
+class Session:
+    """One worker's life after TensorFlow is imported: one module request after another."""
+
+    def __init__(self, link: Channel, options: dict[str, Any], guardian: int) -> None:
         from lossdiag import _tf
 
-        self.tf, self.keras = _tf.load(legacy)
-        self.legacy = legacy
-        self.seed = seed
-        self.initial = self.read()
-        self.streams = {"stdin": (sys.stdin, 0, "r"), "stdout": (sys.stdout, 1, "w"), "stderr": (sys.stderr, 2, "w")}
+        self.link = link
+        self.options = options
+        self.legacy = bool(options["legacy"])
+        self.wrap = lambda fn: _tf.loss_wrapper(fn, self.legacy)
+        self.bases = _tf.loss_base_classes(self.legacy)
+        self.state = GlobalState(self.legacy, options["seed"], keep=frozenset({guardian}))
 
-    def _policy(self) -> Any:
-        if self.legacy:
-            return self.keras.mixed_precision.global_policy()
-        return self.keras.config.dtype_policy()
+    def heartbeat(self) -> None:
+        """Sent before every call of the user's code: the parent restarts its `--timeout` clock."""
+        self.link.send("call")
 
-    def read(self) -> dict[str, Any]:
-        backend = self.keras.backend
-        return {
-            "floatx": backend.floatx(),
-            "epsilon": backend.epsilon(),
-            "image_data_format": backend.image_data_format(),
-            "policy": self._policy(),
-            "eager": self.tf.config.functions_run_eagerly(),
-            "cwd": os.getcwd(),
-        }
+    def check_module(self, request: dict[str, Any]) -> None:
+        self.state.before_module()
+        names = request.get("names")
+        wanted = None if names is None else frozenset(names)
+        candidates = self._load(request, wanted)
+        if candidates is not None:
+            self._measure_all(request, candidates)
+        restart, restored = self.state.after_module()
+        self.link.send("done", restart=restart, restored=restored[:20])
 
-    def restore(self, state: dict[str, Any]) -> None:
-        backend = self.keras.backend
-        setters = {
-            "floatx": backend.set_floatx,
-            "epsilon": backend.set_epsilon,
-            "image_data_format": backend.set_image_data_format,
-            "policy": (
-                self.keras.mixed_precision.set_global_policy if self.legacy else self.keras.config.set_dtype_policy
-            ),
-            "eager": self.tf.config.run_functions_eagerly,
-            "cwd": os.chdir,
-        }
+    def _load(self, request: dict[str, Any], wanted: frozenset[str] | None) -> list[discover.Candidate] | None:
+        path = Path(request["path"])
+        scan = channel.from_plain(discover.FileScan, request["scan"])
+        full_import = request.get("full_import", self.options.get("full_import", False))
+        definitions = None if full_import else discover.import_roots(scan, wanted)
+        notes: list[str] = []
+        self.heartbeat()
         try:
-            now = self.read()
-        except Exception:  # a loss broke a getter; set everything
-            now = {}
-        for key, value in state.items():
-            if now.get(key, object()) != value:
-                try:
-                    setters[key](value)
-                except Exception:  # best effort: never let a reset end the worker
-                    pass
-        self.restore_streams()
-        self.reseed()
+            module = import_user_module(request["module"], path, Path(request["root"]), definitions, notes)
+        except BaseException as exc:  # SystemExit and friends too: the user's module must not end us
+            self.link.send("load_error", message=describe_import_error(exc), line=_error_line(exc, str(path)))
+            return None
+        self.heartbeat()
+        try:
+            candidates = discover.materialise(module, scan, wanted, self.wrap, self.bases)
+        except BaseException as exc:
+            message = f"building its losses raised {probe.describe_exception(exc)}"
+            self.link.send("load_error", message=message, line=_error_line(exc, str(path)))
+            return None
+        self.link.send("loaded", names=[c.name for c in candidates], notes=notes)
+        return candidates
 
-    def restore_streams(self) -> None:
-        for name, (saved, fd, mode) in list(self.streams.items()):
-            if saved.closed:  # a loss closed it: a fresh wrapper on the same file descriptor
-                raw = os.fdopen(fd, mode + "b", closefd=False)
-                saved = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", line_buffering=mode == "w")
-                self.streams[name] = (saved, fd, mode)
-            if getattr(sys, name) is not saved:
-                setattr(sys, name, saved)
-
-    def reseed(self) -> None:
-        import numpy as np
-
-        random.seed(self.seed)
-        np.random.seed(self.seed % 2**32)
-        self.tf.random.set_seed(self.seed)
-        if not self.legacy:
-            try:
-                self.keras.utils.set_random_seed(self.seed)  # also resets keras.random's generator
-            except Exception:
-                pass
+    def _measure_all(self, request: dict[str, Any], candidates: list[discover.Candidate]) -> None:
+        mark = self.state.mark()  # what the module's import set up is its losses' environment
+        skip = set(request.get("skip", ()))
+        for cand in candidates:
+            if cand.name in skip:
+                continue
+            self.link.send("start", name=cand.name)
+            self.state.framework.reseed()
+            m = measure_candidate(cand, request, self.options, self.legacy, self.heartbeat)
+            self.state.after_loss(mark)
+            self.link.send("result", measurement=m.to_json())
 
 
-_GLOBALS: dict[str, GlobalState] = {}
-
-
-def _globals(options: dict[str, Any]) -> GlobalState:
-    if "state" not in _GLOBALS:
-        _GLOBALS["state"] = GlobalState(options["legacy"], options["seed"])
-    return _GLOBALS["state"]
-
-
-def check_module(request: dict[str, Any], options: dict[str, Any], channel: TextIO) -> None:
-    from dataclasses import replace
-
-    from lossdiag import _tf
-
-    path = Path(request["path"])
-    names = request.get("names")
-    scan = discover.scan_file(path, None if names is None else frozenset(names))
-    state = _globals(options)
-    state.restore(state.initial)
-    full_import = request.get("full_import", options.get("full_import", False))
-    definitions = None if full_import else discover.import_roots(scan, None if names is None else frozenset(names))
-    try:
-        module = import_user_module(request["module"], path, Path(request["root"]), definitions)
-    except BaseException as exc:  # SystemExit and friends too: the user's module must not end us
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        _send(channel, event="load_error", message=describe_import_error(exc), line=_error_line(exc, str(path)))
-        return
-    legacy = options["legacy"]
-    candidates = discover.materialise(
-        module,
-        scan,
-        None if names is None else frozenset(names),
-        lambda fn: _tf.loss_wrapper(fn, legacy),
-        _tf.loss_base_classes(legacy),
-    )
-    skip = set(request.get("skip", ()))
-    module_state = state.read()  # what the module's import set up is its losses' environment
-    _send(channel, event="candidates", names=[c.name for c in candidates])
-    for cand in candidates:
-        if cand.name in skip:
-            continue
-        _send(channel, event="start", name=cand.name)
-        state.restore(module_state)
-        m = measure_candidate(cand, request, options)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):  # closed or broken by the loss; restored before the next one
-                pass
-        _send(channel, event="result", measurement=m.to_json())
-    _send(channel, event="done")
+def _forked_child() -> None:
+    """A process a loss forks dies with the worker, whatever happens to the worker."""
+    procs.die_with_parent()
 
 
 def main() -> int:
-    # The protocol gets the original stdout; fd 1 then points at stderr, so prints by user code
-    # or by TensorFlow can never corrupt it.
-    channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
-    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), encoding="utf-8", line_buffering=True)
-    # Requests arrive on a private copy of stdin; fd 0 becomes /dev/null, so a loss that calls
-    # input() gets EOFError at once instead of hanging until the timeout or eating a request.
-    requests = os.fdopen(os.dup(0), "r", encoding="utf-8")
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    sys.stdin = io.TextIOWrapper(os.fdopen(0, "rb", closefd=False), encoding="utf-8")
-    options = json.loads(requests.readline())
-
+    link = Channel.from_environment()
+    procs.die_with_parent(int(os.environ.pop(PARENT_ENV, "0")) or None)
+    procs.become_subreaper()
+    # The parent put the token in our initial environment, which /proc shows for us, for every process we
+    # fork and for everything exec'd from here; set here, it would reach only the exec'd ones.
+    os.environ.setdefault(GUARD_ENV, os.urandom(8).hex())
+    # TensorFlow's autograph and user code leave files in TMPDIR, removed at exit only if the exit is clean.
+    folder = os.environ.get(TMPDIR_ENV)
+    guardian = procs.start_guardian(GUARD_ENV, os.environ[GUARD_ENV], folder)  # before any thread exists
+    os.register_at_fork(after_in_child=_forked_child)
+    options = link.receive()
+    if options is None:
+        return 0
     from lossdiag import _tf
 
+    legacy = bool(options["legacy"])
     try:
-        _tf.load(options["legacy"])
-        if options["legacy"]:
+        _tf.load(legacy)
+        if legacy:
             _tf.install_keras2_alias()
+        session = Session(link, options, guardian)
     except Exception as exc:
-        _send(channel, event="fatal", message=f"cannot import TensorFlow/Keras: {probe.describe_exception(exc)}")
+        link.send("fatal", message=f"cannot import TensorFlow/Keras: {probe.describe_exception(exc)}")
         return 1
-    _send(channel, event="ready")
-    for line in requests:
-        if not line.strip():
-            continue
-        request = json.loads(line)
-        check_module(request, options, channel)
+    link.send("ready", keras=_tf.keras_label(legacy), backend="tensorflow")
+    while (request := link.receive()) is not None:
+        session.check_module(request)
+    procs.kill_descendants(os.getpid(), frozenset({guardian}))
     return 0
 
 

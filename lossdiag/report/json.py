@@ -70,7 +70,7 @@ def _result(r: LossResult) -> dict[str, Any]:
 
 
 def to_data(report: Report) -> dict[str, Any]:
-    return {
+    data = {
         "schema": SCHEMA,
         "tool": {"name": "lossdiag", "version": __version__},
         "results": [_result(r) for r in report.results],
@@ -81,6 +81,9 @@ def to_data(report: Report) -> dict[str, Any]:
         "files_without_losses": list(report.files_without_losses),
         "summary": {**report.summary(), "suppressed": report.suppressed_count, "cached": report.cached},
     }
+    if report.notes:  # files a folder walk skipped (a named pipe, a dangling link, no permission)
+        data["notes"] = list(report.notes)
+    return data
 
 
 def render(report: Report) -> str:
