@@ -38,7 +38,9 @@ def markers(path: Path) -> dict[str, set[str]]:
 
 
 def fixture_files() -> list[Path]:
-    return sorted(p for p in FIXTURES.glob("*.py") if markers(p))
+    """Every marked fixture module, the corpora and training scripts included; the robustness folder
+    (hangs, crashes, floods) has its own tests with short limits."""
+    return sorted(p for p in FIXTURES.rglob("*.py") if "robustness" not in p.parts and markers(p))
 
 
 def run_json(*args: str) -> dict:
@@ -75,11 +77,12 @@ def test_no_trace_changes_where_findings_point_never_their_codes(report, report_
 
 
 def test_the_fixture_set_is_not_empty():
-    names = {p.name for p in fixture_files()}
+    names = {p.relative_to(FIXTURES).as_posix() for p in fixture_files()}
     assert {"seed_losses.py", "batch_axis.py", "numerics.py", "shapes.py", "loss_objects.py"} <= names
+    assert {"corpus/k2_segmentation.py", "corpus/k3_detection.py", "scripts/train_seed_k2.py"} <= names
 
 
-@pytest.mark.parametrize("path", fixture_files(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", fixture_files(), ids=lambda p: p.relative_to(FIXTURES).as_posix())
 def test_each_loss_gets_exactly_the_codes_it_was_written_for(report, path):
     expected = markers(path)
     rel = path.relative_to(ROOT).as_posix()

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, cli_env
 from lossdiag import discover, engine, isolation
 from lossdiag.isolation import ModuleJob, ModuleOutcome, OutputTail, other_keras_symptom, scrub, switch_reason
-from lossdiag.measurement import LossMeasurement, ProbeMeasurement, ProbeSpec
+from lossdiag.measurement import Layout, LossMeasurement, ProbeSpec, Trial
 
 ROB = REPO / "fixtures" / "robustness"
 SPEC = ProbeSpec(("B", 2), ("B", 2), "binary")
@@ -68,16 +68,17 @@ def test_other_errors_are_no_symptom(message):
     assert not other_keras_symptom(message, legacy=True)
 
 
-def _measurement(name: str, *errors: str, chosen: int | None = None) -> LossMeasurement:
-    probes = tuple(ProbeMeasurement(SPEC, error=e) for e in errors)
-    return LossMeasurement(name=name, kind="function", file="/m.py", line=1, probes=probes, chosen=chosen)
+def _measurement(name: str, *errors: str, measured: bool = False) -> LossMeasurement:
+    trials = tuple(Trial(SPEC, "ladder", "", e) for e in errors)
+    layout = Layout(SPEC, "ladder", "", shapes=((7, (7,)), (32, (32,)))) if measured else None
+    return LossMeasurement(name=name, kind="function", file="/m.py", line=1, trials=trials, layout=layout)
 
 
 def test_a_module_switches_when_every_probe_of_one_loss_shows_the_symptom():
     k2 = "AttributeError: module 'keras.backend' has no attribute 'sum'"
-    fine = _measurement("fine", chosen=0)
+    fine = _measurement("fine", measured=True)
     mixed = _measurement("mixed", k2, "ValueError: shapes")
-    broken = _measurement("broken", k2, k2, "not measured: two layouts of this kind were enough")
+    broken = _measurement("broken", k2, k2)
     assert switch_reason(ModuleOutcome(measurements=[fine, mixed]), legacy=False) == ""
     reason = switch_reason(ModuleOutcome(measurements=[fine, broken]), legacy=False)
     assert "broken" in reason and "K.sum" in reason

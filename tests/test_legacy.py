@@ -13,19 +13,31 @@ def _codes(report: dict) -> dict[str, set[str]]:
     return {r["name"]: {f["code"] for f in r["findings"]} or {"pass"} for r in report["results"]}
 
 
-def test_keras2_module_with_legacy_flag_matches_its_keras3_twin():
-    legacy = run_json("fixtures/keras2_losses.py", "--legacy-keras")
+def test_keras2_module_needs_no_flag_and_matches_its_keras3_twin():
+    """Issue 9: the module is judged Keras 2 from its source and run on tf_keras."""
+    auto = run_json("fixtures/keras2_losses.py")
     twin = run_json("fixtures/keras3_twins.py")
-    assert _codes(legacy) == _codes(twin)
-    assert _codes(legacy) == markers(ROOT / "fixtures" / "keras3_twins.py")
-    # without the flag every loss is LD002 (the markers of the Keras-2 file say so)
-    assert set(markers(ROOT / "fixtures" / "keras2_losses.py")) == set(_codes(legacy))
-    seed = {r["name"]: r for r in legacy["results"]}["seed_loss2"]
+    assert _codes(auto) == _codes(twin) == markers(ROOT / "fixtures" / "keras3_twins.py")
+    assert _codes(auto) == markers(ROOT / "fixtures" / "keras2_losses.py")
+    assert {r["keras"] for r in auto["results"]} == {"tf_keras 2.21.0"}
+    assert {r["keras"] for r in twin["results"]} == {"3.15.1"}
+    seed = {r["name"]: r for r in auto["results"]}["seed_loss2"]
     assert seed["ratio"] == pytest.approx(32, rel=0.05)
 
 
-def test_keras2_module_without_the_flag_names_the_flag():
-    report = run_json("fixtures/keras2_losses.py::seed_loss1")
+def test_a_mixed_run_gives_each_module_what_it_gets_with_the_right_setting():
+    mixed = run_json("fixtures/keras2_losses.py", "fixtures/keras3_twins.py", "fixtures/seed_losses_k2.py")
+    forced = run_json("fixtures/keras2_losses.py", "fixtures/seed_losses_k2.py", "--legacy-keras")
+    plain = run_json("fixtures/keras3_twins.py", "--no-legacy-keras")
+
+    def by_id(data: dict) -> dict[str, tuple]:
+        return {r["id"]: (r["status"], sorted(f["code"] for f in r["findings"]), r["ratio"]) for r in data["results"]}
+
+    assert by_id(mixed) == {**by_id(forced), **by_id(plain)}
+
+
+def test_keras2_module_forced_onto_keras3_names_the_flag():
+    report = run_json("fixtures/keras2_losses.py::seed_loss1", "--no-legacy-keras")
     (result,) = report["results"]
     (finding,) = result["findings"]
     assert finding["code"] == "LD002"
