@@ -1,4 +1,4 @@
-"""A content-addressed cache of each checked file's raw results, so an unchanged file is neither imported nor probed again."""
+"""A content-addressed cache of each checked file's raw results: an unchanged file is neither imported nor probed."""
 
 from __future__ import annotations
 
@@ -122,7 +122,8 @@ def _library_folders() -> tuple[Path, ...]:
     folders = set()
     for scheme_vars in ({}, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
         paths = sysconfig.get_paths(vars=scheme_vars)
-        folders |= {Path(paths[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+        keys = ("stdlib", "platstdlib", "purelib", "platlib")
+        folders |= {Path(paths[key]).resolve() for key in keys if key in paths}
     return tuple(sorted(folders))
 
 
@@ -388,9 +389,6 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shared CI cache is read by other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
