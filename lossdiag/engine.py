@@ -174,7 +174,9 @@ def _plan(files: list[discover.Target], options: Options, cwd: Path) -> _Plan:
     return plan
 
 
-def _run(plan: _Plan, options: Options, cwd: Path, progress: ProgressCallback | None, log: list[str]) -> dict[Path, FileResults]:
+def _run(
+    plan: _Plan, options: Options, cwd: Path, progress: ProgressCallback | None, log: list[str]
+) -> dict[Path, FileResults]:
     """Run the planned modules in the worker: each module's results, load error and -v lines; lines
     about the run as a whole (not about one module) go to `log`."""
     if not plan.jobs:
@@ -187,7 +189,9 @@ def _run(plan: _Plan, options: Options, cwd: Path, progress: ProgressCallback | 
     if callable(announce):
         announce(len(plan.jobs), plan.candidates)
     run_log: list[str] = []
-    outcomes = run_modules(plan.jobs, worker_options, options.timeout, options.max_memory_mb, run_log, progress=progress)
+    outcomes = run_modules(
+        plan.jobs, worker_options, options.timeout, options.max_memory_mb, run_log, progress=progress
+    )
     fresh = {job.path: _file_results(job, outcomes[job.path], cwd, run_log) for job in plan.jobs}
     log.extend(line for line in run_log if not any(_is_about(line, job.path) for job in plan.jobs))
     return fresh
@@ -227,7 +231,9 @@ def _reproducible(outcome: ModuleOutcome) -> bool:
 # --- the result cache (cache.py): hits are taken out of the plan before the worker runs, misses stored after
 
 
-def _take_cached(plan: _Plan, store: cache.Store | None, options: Options) -> tuple[dict[Path, FileResults], dict[Path, str]]:
+def _take_cached(
+    plan: _Plan, store: cache.Store | None, options: Options
+) -> tuple[dict[Path, FileResults], dict[Path, str]]:
     """Take the modules the cache has out of `plan.jobs`: their stored results, and the key under
     which each remaining module's results are to be stored."""
     hits: dict[Path, FileResults] = {}
@@ -250,7 +256,8 @@ def _take_cached(plan: _Plan, store: cache.Store | None, options: Options) -> tu
 
 
 def _store_fresh(
-    store: cache.Store | None, keys: dict[Path, str], fresh: dict[Path, FileResults], jobs: list[ModuleJob], options: Options,
+    store: cache.Store | None, keys: dict[Path, str], fresh: dict[Path, FileResults], jobs: list[ModuleJob],
+    options: Options,
 ) -> None:
     """Store what the worker found, under the key computed before the run, unless a file changed
     while it ran (its key now differs: the results may be of either version)."""
