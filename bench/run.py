@@ -117,7 +117,7 @@ def main() -> int:
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", NO_COLOR="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    check = [PY, "-m", "lossdiag", "check"]
+    check = [PY, "-m", "lossdiag", "check", "--no-cache"]  # cold runs: the result cache would answer runs 2..N
     # lossdiag's worker imports TensorFlow with oneDNN off (bit-stable sums) and no GPU: the same
     # import with those settings is the floor lossdiag itself can reach.
     worker_env = {"TF_ENABLE_ONEDNN_OPTS": "0", "CUDA_VISIBLE_DEVICES": "", "KERAS_BACKEND": "tensorflow"}

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from lossdiag import discover, rules, selection, suppress
+from lossdiag import cache, discover, rules, selection, suppress
 from lossdiag import targets as targets_mod
-from lossdiag.isolation import ModuleJob, run_modules
+from lossdiag.cache import FileResults
+from lossdiag.isolation import ModuleJob, ModuleOutcome, run_modules
 from lossdiag.rules import text
 from lossdiag.measurement import LossMeasurement
 from lossdiag.models import Finding, LoadError, Location, LossResult, Probe, Report
@@ -144,6 +145,7 @@ class _Plan:
     errors: list[LoadError] = field(default_factory=list)
     without: list[str] = field(default_factory=list)
     candidates: int = 0
+    counts: dict[Path, int] = field(default_factory=dict)  # candidates per module, for the progress display
     log: list[str] = field(default_factory=list)  # for -v: why a module was judged Keras 2
 
 
@@ -175,15 +177,18 @@ def _plan(files: list[discover.Target], options: Options, cwd: Path) -> _Plan:
             target.path, scan.module, scan.sys_path_root, names, probes, lines,
             legacy=legacy, scan=scan, switch=options.legacy_keras is None,
         ))
-        plan.candidates += len(names) if names is not None else len(wanted)
+        plan.counts[target.path] = len(names) if names is not None else len(wanted)
+        plan.candidates += plan.counts[target.path]
     return plan
 
 
-def _run(plan: _Plan, options: Options, cwd: Path, progress: ProgressCallback | None, log: list[str]) -> list[LossResult]:
-    """Run the planned modules in the worker; load errors go to `plan.errors`, captured text to `log`."""
-    results: list[LossResult] = []
+def _run(
+    plan: _Plan, options: Options, cwd: Path, progress: ProgressCallback | None, log: list[str]
+) -> dict[Path, FileResults]:
+    """Run the planned modules in the worker: each module's results, load error and -v lines; lines
+    about the run as a whole (not about one module) go to `log`."""
     if not plan.jobs:
-        return results
+        return {}
     worker_options = {
         "batch_size": options.batch_size, "seed": options.seed, "trace": options.trace,
         "full_import": options.full_import,
@@ -191,24 +196,107 @@ def _run(plan: _Plan, options: Options, cwd: Path, progress: ProgressCallback | 
     announce = getattr(progress, "plan", None)
     if callable(announce):
         announce(len(plan.jobs), plan.candidates)
+    run_log: list[str] = []
     workers = resolve_jobs(options.jobs, len(plan.jobs))
     outcomes = run_modules(
-        plan.jobs, worker_options, options.timeout, options.max_memory_mb, log, progress, workers=workers
+        plan.jobs, worker_options, options.timeout, options.max_memory_mb, run_log, progress, workers=workers
     )
+    fresh = {job.path: _file_results(job, outcomes[job.path], cwd, run_log) for job in plan.jobs}
+    log.extend(line for line in run_log if not any(_is_about(line, job.path) for job in plan.jobs))
+    return fresh
+
+
+def _is_about(line: str, path: Path) -> bool:
+    """The worker's -v lines about a module start with its path."""
+    return line.startswith((f"{path}:", f"{path} "))
+
+
+def _file_results(job: ModuleJob, outcome: ModuleOutcome, cwd: Path, run_log: list[str]) -> FileResults:
+    """One module's raw results (before selection and suppression) and what -v says about it."""
+    display = discover.display_path(job.path, cwd)
+    lines = [line for line in run_log if _is_about(line, job.path)]
+    if outcome.load_error is not None:
+        message, line_no = outcome.load_error
+        return FileResults((), LoadError(display, "LD001", message, line_no), tuple(lines), _reproducible(outcome))
+    results = []
+    for m in outcome.measurements:
+        results.append(replace(_result(m, display, cwd), keras=outcome.keras))
+        if m.trace is not None and m.trace.error:
+            lines.append(f"{display}::{m.name}: could not trace it as a graph ({m.trace.error})")
+        if m.name in outcome.output:
+            lines.append(f"{display}::{m.name} printed:\n{outcome.output[m.name]}")
+    return FileResults(tuple(results), None, tuple(lines), _reproducible(outcome))
+
+
+def _reproducible(outcome: ModuleOutcome) -> bool:
+    """Whether the same inputs would give the same outcome: not when the worker timed out, crashed or
+    ran out of memory (isolation reports those as a failed import or a loss that failed "while
+    probing"), nor when lossdiag itself failed (LD004). Such modules are not cached."""
+    if outcome.load_error is not None and outcome.load_error[0].startswith("importing it failed:"):
+        return False
+    return not any(m.internal_error or (m.error or "").endswith(" while probing") for m in outcome.measurements)
+
+
+# --- the result cache (cache.py): hits are taken out of the plan before the worker runs, misses stored after
+
+
+def _take_cached(
+    plan: _Plan, store: cache.Store | None, options: Options
+) -> tuple[dict[Path, FileResults], dict[Path, str]]:
+    """Take the modules the cache has out of `plan.jobs`: their stored results, and the key under
+    which each remaining module's results are to be stored."""
+    hits: dict[Path, FileResults] = {}
+    keys: dict[Path, str] = {}
+    if store is None:
+        return hits, keys
+    misses = []
     for job in plan.jobs:
-        outcome = outcomes[job.path]
-        display = discover.display_path(job.path, cwd)
-        if outcome.load_error is not None:
-            message, line = outcome.load_error
-            plan.errors.append(LoadError(display, "LD001", message, line))
+        key = store.key(job, options)
+        entry = None if key is None else store.load(key)
+        if entry is not None:
+            hits[job.path] = entry
+            plan.candidates -= plan.counts.get(job.path, 0)
             continue
-        for m in outcome.measurements:
-            results.append(replace(_result(m, display, cwd), keras=outcome.keras))
-            if m.trace is not None and m.trace.error:
-                log.append(f"{display}::{m.name}: could not trace it as a graph ({m.trace.error})")
-            if m.name in outcome.output:
-                log.append(f"{display}::{m.name} printed:\n{outcome.output[m.name]}")
-    return results
+        misses.append(job)
+        if key is not None:
+            keys[job.path] = key
+    plan.jobs = misses
+    return hits, keys
+
+
+def _store_fresh(
+    store: cache.Store | None, keys: dict[Path, str], fresh: dict[Path, FileResults], jobs: list[ModuleJob],
+    options: Options,
+) -> None:
+    """Store what the worker found, under the key computed before the run, unless a file changed
+    while it ran (its key now differs: the results may be of either version)."""
+    if store is None:
+        return
+    store.forget_files()
+    for job in jobs:
+        key = keys.get(job.path)
+        if key is not None and job.path in fresh and store.key(job, options) == key:
+            store.save(key, fresh[job.path])
+
+
+def _gather(by_file: dict[Path, FileResults]) -> tuple[list[LossResult], list[LoadError], list[str]]:
+    """Every module's results, load errors and -v lines, module by module in path order."""
+    results: list[LossResult] = []
+    errors: list[LoadError] = []
+    log: list[str] = []
+    for path in sorted(by_file):
+        entry = by_file[path]
+        results += entry.results
+        errors += [entry.load_error] if entry.load_error is not None else []
+        log += entry.log
+    return results, errors, log
+
+
+def _cache_log(store: cache.Store | None, hits: int, modules: int) -> list[str]:
+    if store is None:
+        return []
+    lines = [f"lossdiag: {hits} of {modules} modules from the cache in {store.folder}"] if modules else []
+    return lines + ([f"lossdiag: {store.problem}"] if store.problem else [])
 
 
 def check(
@@ -226,11 +314,17 @@ def check(
     if options.force_exclude:  # files named on the command line obey `exclude` too (pre-commit names files)
         files = [t for t in files if not selection.path_matches(discover.display_path(t.path, cwd), options.exclude)]
     plan = _plan(files, options, cwd)
+    modules = len(plan.jobs)
+    store = cache.open_store(options, cwd)
+    hits, keys = _take_cached(plan, store, options)
     log: list[str] = list(plan.log)
-    results = _run(plan, options, cwd, progress, log)
+    fresh = _run(plan, options, cwd, progress, log)
+    _store_fresh(store, keys, fresh, plan.jobs, options)
+    raw, load_errors, module_log = _gather({**hits, **fresh})
+    log += _cache_log(store, len(hits), modules) + module_log
     selector = file_selector(options, cwd)
-    errors = [e for e in plan.errors if selector(e.file)(e.code)]
-    results = list(suppress.apply(results, selector, cwd))
+    errors = [e for e in plan.errors + load_errors if selector(e.file)(e.code)]
+    results = list(suppress.apply(raw, selector, cwd))
     results.sort(key=lambda r: (r.file, r.line, r.name))
     errors.sort(key=lambda e: (e.file, e.line or 0))
     return Report(
@@ -240,6 +334,7 @@ def check(
         files_without_losses=tuple(sorted(plan.without)),
         batch_size=options.batch_size,
         seed=options.seed,
+        cached=sum(len(entry.results) for entry in hits.values()),
         log=tuple(log),
         notes=resolved.notes,
     )

@@ -6,12 +6,15 @@ package ships (`lossdiag schema`), so no test can pass on output that breaks the
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,10 +38,18 @@ SEED_BUG = textwrap.dedent(
 )
 
 
+# Every cli_env() gets a cache folder of its own, so a run never answers from another test's (or the
+# developer's) cache: tests of the cache pass --cache-dir and share one on purpose.
+_CACHES = Path(tempfile.mkdtemp(prefix="lossdiag-test-caches-"))
+atexit.register(shutil.rmtree, _CACHES, True)
+
+
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment of a CLI run: no colour, a fixed width, this checkout's package importable."""
+    """The environment of a CLI run: no colour, a fixed width, this checkout's package importable,
+    and a result cache of its own (empty)."""
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "PRE_COMMIT")}
     env.update(NO_COLOR="1", COLUMNS="120", PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
+    env["LOSSDIAG_CACHE_DIR"] = tempfile.mkdtemp(dir=_CACHES)
     env.update(extra)
     return env
 
