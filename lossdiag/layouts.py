@@ -40,6 +40,7 @@ LADDER: tuple[ProbeSpec, ...] = (
     ProbeSpec(("B", WIDTH), ("B", WIDTH), "binary"),
     ProbeSpec(("B", 2), ("B", 2), "binary"),
     ProbeSpec(("B", 1), ("B", 1), "binary"),
+    ProbeSpec(("B", WIDTH), ("B", WIDTH), "probs"),  # soft targets: a KL term is NaN at exactly-0 targets
     ProbeSpec(("B", SPATIAL, SPATIAL, 1), ("B", SPATIAL, SPATIAL, 1), "binary"),
     ProbeSpec(("B", SPATIAL, SPATIAL, 3), ("B", SPATIAL, SPATIAL, 3), "onehot"),
     ProbeSpec(("B", 1), ("B", 2), "real"),
@@ -87,6 +88,9 @@ _FAMILIES: tuple[tuple[str, re.Pattern[str], tuple[ProbeSpec, ...]], ...] = (
         ProbeSpec(("B", 1), ("B", 3), "real"),
         ProbeSpec(("B", 1), ("B", 1), "real"),
     )),
+    ("a distribution-matching loss", re.compile(r"kl_?div|kld|kullback|distill|teacher|soft_?target|divergence", re.I), (
+        ProbeSpec(("B", WIDTH), ("B", WIDTH), "probs"),
+    )),
     ("a sparse-label loss", re.compile(r"sparse", re.I), (
         ProbeSpec(("B",), ("B", CLASSES), "sparse"),
         ProbeSpec(("B", 1), ("B", CLASSES), "sparse"),
@@ -125,10 +129,10 @@ def _user_method(obj: Any) -> tuple[Any, Any] | None:
 
 
 def _callable_of(obj: Any) -> tuple[Any, Any]:
-    """(the callable that computes the loss, the Loss instance when it is a method)."""
+    """(the callable that computes the loss, the object whose method it is, if any)."""
     fn = getattr(obj, "fn", None) if hasattr(obj, "_fn_kwargs") else None
     if fn is not None:
-        return fn, None
+        obj = fn  # Keras' wrapper around a function, a partial or a callable object
     if not inspect.isroutine(obj) and not isinstance(obj, functools.partial):
         method = _user_method(obj)
         if method is not None:
@@ -182,11 +186,33 @@ def _function_node(fn: Any) -> ast.FunctionDef | ast.Lambda | None:
 
 @dataclass(frozen=True)
 class _Val:
-    """An abstract tensor: which inputs it derives from, and whether it still has their axes."""
+    """An abstract tensor: which inputs it derives from, and which of them it still has the axes of."""
 
     roots: frozenset[str]  # subset of {"T", "P"}
-    exact: bool  # derived elementwise: the same axes as the input
+    kept: frozenset[str] = frozenset()  # roots whose axes it has, derived elementwise (`y_true * y_pred`: both)
     width: int | None = None  # the last axis's size, when a constant slice of it set it (`y[..., :4]`: 4)
+    ranked: frozenset[str] = frozenset()  # roots whose rank it has (`y[..., 0:2]` changes a width, not the rank)
+
+    @property
+    def exact(self) -> bool:
+        """Elementwise from its inputs only: indices into it are indices into them."""
+        return bool(self.kept) and self.kept == self.roots
+
+    def sole(self) -> str | None:
+        """The one input it has the axes of, if it derives from that input alone."""
+        return next(iter(self.roots)) if self.exact and len(self.roots) == 1 else None
+
+
+def _input(root: str) -> _Val:
+    return _Val(frozenset({root}), frozenset({root}), None, frozenset({root}))
+
+
+def _derived(value: Any, width: int | None = None, same_rank: bool = False) -> _Val | None:
+    """A value derived from `value` that no longer has its inputs' axes (a slice, a reduction); a range
+    slice (`same_rank`) still has their rank."""
+    if not isinstance(value, _Val):
+        return None
+    return _Val(value.roots, frozenset(), width, value.ranked if same_rank else frozenset())
 
 
 @dataclass
@@ -419,9 +445,9 @@ class _Analyzer:
     def _Subscript(self, node: ast.Subscript) -> Any:
         base = self.expr(node.value)
         if isinstance(base, _Val):
-            if base.exact and len(base.roots) == 1:
-                self.index(next(iter(base.roots)), node)
-            return _Val(base.roots, False, self.sliced_width(node))
+            if base.sole() is not None:
+                self.index(base.sole(), node)  # type: ignore[arg-type]
+            return _derived(base, self.sliced_width(node), _keeps_rank(node))
         index = self.expr(node.slice) if not isinstance(node.slice, ast.Slice) else None
         if isinstance(base, (list, tuple)) and isinstance(index, int) and -len(base) <= index < len(base):
             return base[index]
@@ -438,14 +464,18 @@ class _Analyzer:
 
     # --- helpers ---
     def weaken(self, value: Any) -> Any:
-        return _Val(value.roots, False) if isinstance(value, _Val) else None
+        return _derived(value)
 
     def merge(self, values: list[Any], keep_exact: bool = False) -> Any:
+        """Combine operands: elementwise (`keep_exact`), the result keeps every axis any operand kept
+        (`expand_dims(y_true, -1) - y_pred` still has y_pred's axes)."""
         vals = [v for v in values if isinstance(v, _Val)]
         if not vals:
             return None
         roots = frozenset().union(*(v.roots for v in vals))
-        return _Val(roots, keep_exact and all(v.exact for v in vals))
+        kept = frozenset().union(*(v.kept for v in vals)) if keep_exact else frozenset()
+        ranked = frozenset().union(*(v.ranked for v in vals)) if keep_exact else frozenset()
+        return _Val(roots, kept, None, ranked)
 
     def pairing(self, left: Any, right: Any) -> None:
         """Note how y_true met y_pred: whole against whole, or against a slice of y_pred."""
@@ -471,17 +501,17 @@ class _Analyzer:
     def slice_meets_whole(self, left: Any, right: Any) -> None:
         """`y_true[..., :4] - y_pred`: y_pred's last axis is as wide as that slice."""
         for part, whole in ((left, right), (right, left)):
-            if not (isinstance(part, _Val) and isinstance(whole, _Val) and part.width and whole.exact):
+            if not (isinstance(part, _Val) and isinstance(whole, _Val) and part.width):
                 continue
-            if len(whole.roots) == 1 and whole.roots != part.roots:
-                self.ev.facts(next(iter(whole.roots))).last = part.width
+            for root in whole.kept - part.roots:
+                self.ev.facts(root).last = part.width
 
     def vector_width(self, left: Any, right: Any, node: ast.BinOp) -> None:
         """A constant vector (class weights) times an input: the input's last axis has that many entries."""
         for vec, val in ((left, right), (right, left)):
             numbers = isinstance(vec, (list, tuple)) and 1 < len(vec) <= 4096 and all(isinstance(v, (int, float)) for v in vec)
-            if numbers and isinstance(val, _Val) and val.exact:
-                for root in val.roots:
+            if numbers and isinstance(val, _Val) and val.kept:
+                for root in val.kept:
                     self.ev.facts(root).sizes[-1] = len(vec)
                 self.ev.note(f"`{_snippet(node)}` ({len(vec)} weights)")
 
@@ -523,8 +553,13 @@ class _Analyzer:
         return 0
 
     def user_function(self, node: ast.Call, name: str) -> LossCode | None:
-        """A helper the loss calls that is defined in the user's own code (followed three deep)."""
-        if self.depth >= 3 or not isinstance(node.func, ast.Name):
+        """A helper the loss calls that is defined in the user's own code (followed three deep): a
+        module function, or a method of the loss object itself (`self.coord_loss(y_true, y_pred)`)."""
+        if self.depth >= 3:
+            return None
+        if isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name) and node.func.value.id == "self":
+            return self.method(name)
+        if not isinstance(node.func, ast.Name):
             return None
         if name in self.local_functions:
             return None  # nested helpers: analysed in place by the caller's walk below
@@ -534,15 +569,27 @@ class _Analyzer:
         params = list(inspect.signature(fn).parameters)
         return LossCode(fn, params[0] if params else "", params[1] if len(params) > 1 else "")
 
+    def method(self, name: str) -> LossCode | None:
+        owner = self.code.owner
+        fn = getattr(type(owner), name, None) if owner is not None else None
+        if not inspect.isfunction(fn):
+            return None
+        params = list(inspect.signature(fn).parameters)[1:]
+        return LossCode(fn, params[0] if params else "", params[1] if len(params) > 1 else "", owner)
+
     def follow(self, callee: LossCode, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
         tree = _function_node(callee.fn)
         if not isinstance(tree, ast.FunctionDef):
             return self.merge(args + list(kwargs.values()))
         params = [a.arg for a in tree.args.args]
+        if callee.owner is not None and params[:1] == ["self"]:
+            params = params[1:]
         env = dict(zip(params, args, strict=False))  # extra positional arguments are not followed
         env.update({k: v for k, v in kwargs.items() if k in params})
         inner = _Analyzer(callee, self.ev, env, self.depth + 1)
         inner.body(tree.body)
+        if len(inner.returned) == 1 and isinstance(inner.returned[0], list):
+            return inner.returned[0]  # `return actions, advantage, old` unpacks at the call site
         return self.merge(inner.returned, keep_exact=True)
 
     def library_call(self, node: ast.Call, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -553,7 +600,8 @@ class _Analyzer:
         if name in _ELEMENTWISE:
             if name in ("exp", "softplus") and isinstance(first, _Val) and first.roots == {"P"} and not first.exact:
                 self.ev.vote("real", node)
-            return self.merge(args, keep_exact=True) if isinstance(first, _Val) and first.exact else self.merge(args)
+            elementwise = isinstance(first, _Val) and bool(first.kept or first.ranked)
+            return self.merge(args, keep_exact=True) if elementwise else self.merge(args)
         if name in _REDUCTIONS:
             self.axes(first, args[1] if len(args) > 1 else kwargs.get("axis"), node)
             return self.weaken(first) if isinstance(first, _Val) else None
@@ -562,14 +610,14 @@ class _Analyzer:
         return self.merge(args + list(kwargs.values()))
 
     def axes(self, value: Any, axis: Any, node: ast.Call) -> None:
-        if not isinstance(value, _Val) or not value.exact:
+        if not isinstance(value, _Val) or not value.ranked:
             return
         axes = axis if isinstance(axis, list) else [axis] if isinstance(axis, int) and not isinstance(axis, bool) else []
         axes = [a for a in axes if isinstance(a, int)]
         if not axes:
             return
         rank = max(a + 1 if a >= 0 else -a for a in axes)
-        for root in value.roots:
+        for root in value.ranked:
             facts = self.ev.facts(root)
             if rank > facts.rank:
                 facts.rank = rank
@@ -580,6 +628,11 @@ def _constant(value: Any) -> Any:
     """A module constant, closure value or attribute the analysis can use: numbers, strings, short vectors."""
     if isinstance(value, (int, float, str, tuple, list)):
         return value
+    if hasattr(value, "numpy") and callable(value.numpy) and getattr(value, "shape", None) is not None:
+        try:
+            value = value.numpy()  # an eager tensor in a closure: tf.constant(QUANTILES)
+        except Exception:  # noqa: BLE001 - a symbolic tensor has no value
+            return None
     shape = getattr(value, "shape", None)
     size = getattr(value, "size", None)
     if isinstance(shape, tuple) and shape and isinstance(size, int) and 0 < size <= 4096 and hasattr(value, "tolist"):
@@ -595,6 +648,12 @@ def _as_constant(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[st
     if isinstance(first, (list, tuple)):
         return first
     return first if isinstance(first, _Val) else None
+
+
+def _keeps_rank(node: ast.Subscript) -> bool:
+    """A subscript of ranges and an ellipsis only: every axis stays (`y[..., 0:2]`, `y[:, 1:]`)."""
+    elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+    return all(isinstance(e, ast.Slice) or (isinstance(e, ast.Constant) and e.value is Ellipsis) for e in elts)
 
 
 def _axes_of(elts: list[ast.expr]) -> list[int | None]:
@@ -628,7 +687,7 @@ def _one_hot(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, A
         an.ev.vote("sparse", node)
         if isinstance(depth, int) and not isinstance(depth, bool) and depth > 1:
             an.ev.classes = depth
-    return _Val(x.roots, False) if isinstance(x, _Val) else None
+    return _derived(x)
 
 
 def _cast(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -649,7 +708,7 @@ def _gather(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, An
 def _reshape(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
     x = args[0] if args else kwargs.get("tensor", kwargs.get("x"))
     target = args[1] if len(args) > 1 else kwargs.get("shape", kwargs.get("newshape"))
-    if isinstance(x, _Val) and x.exact and len(x.roots) == 1 and isinstance(target, (list, tuple)):
+    if isinstance(x, _Val) and x.sole() is not None and isinstance(target, (list, tuple)):
         dims = list(target)
         if dims and (dims[0] in (-1, None) or not isinstance(dims[0], int)) and all(
             isinstance(d, int) and d > 0 for d in dims[1:]
@@ -668,11 +727,11 @@ def _split(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any
     if not isinstance(x, _Val):
         return None
     sizes = parts if isinstance(parts, list) else [1] * parts if isinstance(parts, int) else []
-    if x.exact and len(x.roots) == 1 and isinstance(axis, int) and axis != 0 and sizes:
+    if x.sole() is not None and isinstance(axis, int) and axis != 0 and sizes:
         facts = an.ev.facts(next(iter(x.roots)))
         facts.sizes[axis] = max(facts.sizes.get(axis, 0), sum(p for p in sizes if isinstance(p, int)))
         an.ev.note(f"`{_snippet(node)}`")
-    return [_Val(x.roots, False)] * len(sizes) if sizes else _Val(x.roots, False)
+    return [_derived(x)] * len(sizes) if sizes else _derived(x)
 
 
 def _unstack(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -680,10 +739,10 @@ def _unstack(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, A
     num = kwargs.get("num")
     if isinstance(x, _Val) and isinstance(num, int):
         axis = kwargs.get("axis", 0)
-        if x.exact and len(x.roots) == 1 and isinstance(axis, int) and axis != 0:
+        if x.sole() is not None and isinstance(axis, int) and axis != 0:
             facts = an.ev.facts(next(iter(x.roots)))
             facts.sizes[axis] = max(facts.sizes.get(axis, 0), num)
-        return [_Val(x.roots, False)] * num
+        return [_derived(x)] * num
     return an.weaken(x)
 
 
@@ -739,7 +798,7 @@ def analyse(obj: Any) -> Evidence | None:
     if tree is None:
         return None
     evidence = Evidence()
-    env: dict[str, Any] = {code.true_param: _Val(frozenset({"T"}), True), code.pred_param: _Val(frozenset({"P"}), True)}
+    env: dict[str, Any] = {code.true_param: _input("T"), code.pred_param: _input("P")}
     env.update({k: v for k, v in code.bound.items() if isinstance(v, (int, float, str, tuple, list))})
     analyzer = _Analyzer(code, evidence, env)
     if isinstance(tree, ast.Lambda):
@@ -809,9 +868,22 @@ def _classes(ev: Evidence, base: ProbeSpec, labels: str) -> int | None:
     return classes
 
 
+def _borrows(facts: _Facts, reshape: tuple[int, ...] | None, folds: bool) -> bool:
+    """An input the code never reshapes, indexed like the other input after that one's reshape (a YOLO
+    `y_true[..., 4]` against `reshape(y_pred, (-1, 7, 7, 30))`): it has the reshaped shape already."""
+    if reshape is None or folds or facts.reshape is not None:
+        return False
+    rank = len(reshape) + 1
+    if facts.rank not in (0, rank):
+        return False
+    return all(facts.size(axis, rank) <= dim for axis, dim in enumerate(reshape, start=1))
+
+
 def _targets(ev: Evidence, base: ProbeSpec, y_pred: tuple[int | str, ...], rank: int, labels: str) -> list[tuple[int | str, ...]]:
     """y_true's shapes for a non-sparse layout: y_pred's, its own where the code says so, or one column."""
     true = ev.true
+    if _borrows(true, ev.pred.reshape, ev.pred.folds):
+        return [("B", *ev.pred.reshape)]  # type: ignore[misc]
     same = _shape(true, base.y_pred, rank, None) if true.constrained or true.reshape is not None else y_pred
     if y_pred[-1] == 1 or true.constrained or true.reshape is not None:
         return [same]
@@ -825,10 +897,12 @@ def refine(base: ProbeSpec, ev: Evidence) -> list[ProbeSpec]:
     labels = _labels(ev, base.labels)
     rank = _rank(ev, len(base.y_pred), labels)
     indexed = max(_indexed_rank(ev.pred), _indexed_rank(ev.true) if labels != "sparse" else 0)
-    if indexed and rank != indexed and ev.pred.reshape is None:
+    if indexed and rank != indexed and ev.pred.reshape is None and ev.true.reshape is None:
         return []
     pred_facts = ev.pred if ev.pred.constrained or ev.pred.reshape or not ev.true.constrained else ev.true
     y_pred = _shape(pred_facts, base.y_pred, rank, _classes(ev, base, labels))
+    if _borrows(ev.pred, ev.true.reshape, ev.true.folds):
+        y_pred = ("B", *ev.true.reshape)  # type: ignore[misc]
     if labels == "sparse":
         ids = y_pred[:-1]
         return [ProbeSpec(ids, y_pred, labels), ProbeSpec((*ids, 1), y_pred, labels)]

@@ -224,9 +224,11 @@ def _coupling(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> Coupling
             return 0.0
         if out.shape != acc.out.shape:
             return 0.0
-        kept = np.take(out, range(KEPT), axis=axis) - np.take(acc.out, range(KEPT), axis=axis)
-        diff = float(np.abs(kept).max()) if kept.size else 0.0
-        return diff if diff > 1e-6 + 1e-4 * float(np.abs(acc.out).max()) else 0.0
+        before = np.take(acc.out, range(KEPT), axis=axis)
+        diff = np.abs(np.take(out, range(KEPT), axis=axis) - before)
+        # relative to each value itself: a few huge outputs elsewhere must not hide a real change here
+        moved_by = diff[diff > 1e-6 + 1e-4 * np.abs(before)]
+        return float(moved_by.max()) if moved_by.size else 0.0
 
     delta = moved("both")
     if not delta:

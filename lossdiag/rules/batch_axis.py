@@ -190,7 +190,11 @@ def _no_batch_axis(m: LossMeasurement, layout: Layout, shapes: Shapes) -> Detect
     if shapes.batch:
         return None
     axes = text.per_sample_axes(layout.spec)
-    if shapes.merged or shapes.size > 1:
+    out = layout.batch_shape
+    # a reduction over axis 0 that kept a feature axis of size 1 (`sum(axis=(0, 1, 2))` on (B, H, W, 1)
+    # masks gives (1,)); a keepdims reduction of everything keeps the layout's rank, and is a scalar
+    kept_one = 0 < len(out) < len(layout.spec.y_pred)
+    if shapes.merged or shapes.size > 1 or kept_one:
         detail = (
             f"axis {shapes.merged[0]} holds the batch flattened together with other axes ({_others(layout, m.batch_size)})"
             if shapes.merged
