@@ -39,6 +39,7 @@ def _measure(fn, name="loss", spec=None, batch_size=32):
 
 
 @pytest.mark.tf
+@pytest.mark.inprocess
 class TestMeasurements:
     def test_correct_loss(self):
         from keras import ops

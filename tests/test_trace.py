@@ -153,6 +153,7 @@ def test_the_fixture_markers_are_complete():
 
 
 @pytest.mark.tf
+@pytest.mark.inprocess
 @pytest.mark.parametrize("name", _marked_losses())
 def test_event_points_at_the_marked_line(pointing, name):
     trace = _trace(pointing, name)
@@ -171,6 +172,7 @@ def test_event_points_at_the_marked_line(pointing, name):
 
 
 @pytest.mark.tf
+@pytest.mark.inprocess
 @pytest.mark.parametrize(
     "name", ["sums_over_batch_after_slice", "k2_sums_over_batch_after_slice"]
 )
@@ -186,6 +188,7 @@ def test_seed_pattern_hint_keeps_the_axis(pointing, name):
 
 
 @pytest.mark.tf
+@pytest.mark.inprocess
 @pytest.mark.parametrize(
     ("name", "needle"),
     [
@@ -204,6 +207,7 @@ def test_hints(pointing, name, needle):
 
 
 @pytest.mark.tf
+@pytest.mark.inprocess
 def test_flatten_is_a_merge_before_the_reduction(pointing):
     trace = _trace(pointing, "k2_flattens_batch_then_means")
     merged = trace.first("merged")
@@ -219,6 +223,7 @@ def _flatten_on_its_own_line(y_true, y_pred):
 
 
 @pytest.mark.tf
+@pytest.mark.inprocess
 def test_merge_and_reduction_on_separate_lines():
     from lossdiag import _tf
     from lossdiag.trace import trace_loss
@@ -233,6 +238,7 @@ def test_merge_and_reduction_on_separate_lines():
 
 
 @pytest.mark.tf
+@pytest.mark.inprocess
 @pytest.mark.parametrize("name", ["per_sample_mse", "keeps_feature_axis"])
 def test_correct_loss_has_no_event(pointing, name):
     trace = _trace(pointing, name)
@@ -257,6 +263,7 @@ def _branches_on_a_tensor(y_true, y_pred):
 
 
 @pytest.mark.tf
+@pytest.mark.inprocess
 @pytest.mark.parametrize("fn", [_calls_numpy, _branches_on_a_tensor])
 def test_untraceable_loss_gives_an_error_not_an_exception(fn):
     from lossdiag import _tf
@@ -269,6 +276,7 @@ def test_untraceable_loss_gives_an_error_not_an_exception(fn):
 
 
 @pytest.mark.tf
+@pytest.mark.inprocess
 def test_a_failing_input_factory_gives_an_error():
     from lossdiag.trace import trace_loss
 
@@ -286,6 +294,7 @@ def test_importing_trace_does_not_import_tensorflow():
 
 
 @pytest.mark.tf
+@pytest.mark.inprocess
 def test_broadcast_found_in_an_image_layout(pointing):
     from lossdiag.trace import trace_loss
 
@@ -299,6 +308,7 @@ def test_broadcast_found_in_an_image_layout(pointing):
 
 
 @pytest.mark.tf
+@pytest.mark.inprocess
 def test_a_deliberate_pairwise_matrix_is_not_an_accidental_cross_broadcast():
     """Batch-hard mining builds (B, B) distances on purpose, with expand_dims: the verdict stays LD105."""
     from keras import ops
