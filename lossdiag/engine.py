@@ -137,6 +137,12 @@ def _result(m: LossMeasurement, display: str, cwd: Path) -> LossResult:
     )
 
 
+def _with_role(result: LossResult, m: LossMeasurement) -> LossResult:
+    """A metric is marked `kind="metric"`; a stateful one has no output per call (its result is not one)."""
+    stateful = m.role == "metric" and m.layout is not None and not m.layout.via_call
+    return replace(result, kind=m.role, output_shape=None if stateful else result.output_shape)
+
+
 @dataclass
 class _Plan:
     jobs: list[ModuleJob] = field(default_factory=list)
@@ -192,7 +198,7 @@ def _run(plan: _Plan, options: Options, cwd: Path, progress: ProgressCallback | 
             plan.errors.append(LoadError(display, "LD001", message, line))
             continue
         for m in outcome.measurements:
-            results.append(_result(m, display, cwd))
+            results.append(_with_role(_result(m, display, cwd), m))
             if m.trace is not None and m.trace.error:
                 log.append(f"{display}::{m.name}: could not trace it as a graph ({m.trace.error})")
             if m.name in outcome.output:

@@ -122,11 +122,15 @@ def measure_candidate(cand: Any, request: dict[str, Any], options: dict[str, Any
 
     base = LossMeasurement(
         name=cand.name, kind=cand.kind, file=cand.file, line=cand.line,
-        batch_size=options["batch_size"], error=cand.error, skipped=cand.skipped,
+        batch_size=options["batch_size"], error=cand.error, skipped=cand.skipped, role=cand.role,
     )
     if cand.loss is None:
         return base
     try:
+        if cand.role == "metric":
+            from lossdiag import metric_probe
+
+            return metric_probe.measure_metric(base, cand.loss, _context(request, options, cand.name))
         return probe.measure_loss(base, cand.loss, _context(request, options, cand.name))
     except (SystemExit, KeyboardInterrupt) as exc:  # raised by the loss: it must not end the worker
         what = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else "raise KeyboardInterrupt"
@@ -249,12 +253,16 @@ def check_module(request: dict[str, Any], options: dict[str, Any], channel: Text
         _send(channel, event="load_error", message=describe_import_error(exc), line=_error_line(exc, str(path)))
         return
     legacy = options["legacy"]
+    from lossdiag import runner
+
     candidates = discover.materialise(
         module,
         scan,
         None if names is None else frozenset(names),
         lambda fn: _tf.loss_wrapper(fn, legacy),
         _tf.loss_base_classes(legacy),
+        metric_wrap=lambda fn: runner.metric_wrapper(fn, legacy),
+        metric_bases=runner.metric_base_classes(legacy),
     )
     skip = set(request.get("skip", ()))
     module_state = state.read()  # what the module's import set up is its losses' environment
