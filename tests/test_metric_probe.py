@@ -5,10 +5,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.tf
@@ -101,7 +99,7 @@ def _fit_history(module, batch_size: int, samples: int) -> dict[str, float]:
     return {name: float(history.history[name][-1]) for name in names}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lossdiag(batch_size: int) -> dict:
     code, out, err = run_cli(["check", "fixtures/metrics.py", "--format", "json", "--batch-size", str(batch_size)], REPO)
     assert code == 1, err
