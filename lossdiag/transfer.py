@@ -111,7 +111,7 @@ def module_binding(obj: Any) -> tuple[Path, str] | None:
         if not bound:
             continue
         own = getattr(obj, "__name__", None)
-        name = own if own in bound else bound[0]
+        name = own if isinstance(own, str) and own in bound else bound[0]
         if Path(module.__file__).is_file():
             return Path(module.__file__).resolve(), name
     return None
@@ -138,7 +138,7 @@ def _statement(tree: ast.Module, obj: Any) -> ast.AST | None:
     found = [
         node for node in ast.walk(tree)
         if isinstance(node, kinds) and _first_line(node) == line
-        and (isinstance(node, ast.Lambda) or node.name == obj.__name__)
+        and (isinstance(node, ast.Lambda) or getattr(node, "name", None) == obj.__name__)
     ]
     if len(found) > 1 and isinstance(obj, types.FunctionType):  # two lambdas on one line: match parameters
         params = obj.__code__.co_varnames[: obj.__code__.co_argcount]
@@ -244,7 +244,7 @@ def rebuild(source: Source, module_name: str) -> Any:
 # --- Keras objects --------------------------------------------------------------------------------
 
 
-def _keras_bases(kind: str) -> tuple[type, ...]:
+def _keras_bases(kind: str) -> tuple[Any, ...]:
     """Keras' `Loss` or `Metric` base classes, of the Kerases this process has imported (none imported: ())."""
     bases = []
     for package in ("keras", "tf_keras"):
@@ -256,18 +256,18 @@ def _keras_bases(kind: str) -> tuple[type, ...]:
     return tuple(bases)
 
 
-def from_state(cls: type, state: dict[str, Any]) -> Any:
+def from_state(cls: Any, state: dict[str, Any]) -> Any:
     """A `Loss` with its attributes, without calling its constructor again (its arguments are unknown)."""
     obj = cls.__new__(cls)
     obj.__dict__.update(state)
     return obj
 
 
-def from_config(cls: type, config: dict[str, Any]) -> Any:
-    return cls.from_config(config)  # type: ignore[attr-defined]
+def from_config(cls: Any, config: dict[str, Any]) -> Any:
+    return cls.from_config(config)
 
 
-def mean_metric(cls: type, fn: Any, name: str, kwargs: dict[str, Any]) -> Any:
+def mean_metric(cls: Any, fn: Any, name: str, kwargs: dict[str, Any]) -> Any:
     return cls(fn, name=name, **kwargs)
 
 
@@ -275,12 +275,13 @@ def _keras_reduction(obj: Any) -> tuple[Any, tuple[Any, ...]] | None:
     """How to rebuild a Keras `Metric` or `Loss` (Keras' own pickling needs them registered and loses
     attributes that `get_config` does not list)."""
     metrics, losses = _keras_bases("metric"), _keras_bases("loss")
+    kind: Any = type(obj)
     if metrics and isinstance(obj, metrics):
-        if type(obj).__name__ == "MeanMetricWrapper" and _is_keras(type(obj)):
-            return mean_metric, (type(obj), obj._fn, obj.name, dict(obj._fn_kwargs))
+        if kind.__name__ == "MeanMetricWrapper" and _is_keras(kind):
+            return mean_metric, (kind, obj._fn, obj.name, dict(obj._fn_kwargs))
         config = obj.get_config()
         try:
-            type(obj).from_config(config)
+            kind.from_config(config)
         except Exception as exc:  # noqa: BLE001 - the user's class: say what to do
             raise TransferError(
                 f"{type(obj).__name__}.from_config(get_config()) fails ({type(exc).__name__}: {exc}): implement "

@@ -70,6 +70,16 @@ def is_running_total(layout: Layout) -> bool:
     return layout.update_growth is not None and abs(layout.update_growth - 2.0) <= 0.04
 
 
+def _stateful_na(m: LossMeasurement, layout: Layout, ratio: float) -> str | None:
+    """Why a stateful metric's ratio means nothing: a running total (a count on purpose), or an epoch
+    statistic (precision, AUC) whose batch value is no mean of per-sample values."""
+    if not is_stateful_metric(m) or abs(ratio - 1.0) <= 1e-3:
+        return None
+    if is_running_total(layout):
+        return RUNNING_TOTAL
+    return None if is_sum(layout) else STATISTIC
+
+
 def magnitude(m: LossMeasurement) -> tuple[float | None, float | None, float | None, str]:
     """(expected, actual, ratio, na_reason): the numbers the report shows, n/a where they mean nothing."""
     layout = m.layout
@@ -81,11 +91,8 @@ def magnitude(m: LossMeasurement) -> tuple[float | None, float | None, float | N
     if expected is None or actual is None or not expected or not math.isfinite(expected):
         return expected, actual, None, ""
     ratio = actual / expected
-    if is_stateful_metric(m) and abs(ratio - 1.0) > 1e-3:
-        if is_running_total(layout):
-            return None, actual, None, RUNNING_TOTAL  # a count on purpose: no per-sample mean to match
-        if not is_sum(layout):
-            return None, actual, None, STATISTIC  # an epoch statistic (precision, AUC): no per-sample mean either
+    if (na := _stateful_na(m, layout, ratio)) is not None:
+        return None, actual, None, na
     pooled = Shapes.of(layout).batch != (0,) or layout.coupling is not None
     if pooled and not is_sum(layout) and not 0.01 <= abs(ratio) <= 100:
         return None, actual, None, STATISTIC
