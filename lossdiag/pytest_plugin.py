@@ -40,6 +40,7 @@ class _Session:
     file_config: Any
     roots: tuple[Path, ...] | None  # the configured `include`, when pytest was given no paths
     report: Any = None
+    failure: str | None = None  # why the run itself could not happen (a usage error, no TensorFlow)
     results: dict[tuple[Path, str], Any] = field(default_factory=dict)
     errors: dict[Path, Any] = field(default_factory=dict)
 
@@ -61,10 +62,16 @@ class _Session:
     def run(self, items: list[LossdiagItem]) -> None:
         """Check every selected item in one run (FILE::NAME targets; a whole file for its module item)."""
         from lossdiag import api, engine
+        from lossdiag.discover import TargetError
+        from lossdiag.isolation import StartupError
+        from lossdiag.models import Report
 
         targets = sorted({str(i.path) if i.name == MODULE_ITEM else f"{i.path}::{i.name}" for i in items})
         options = api.engine_options({}, self.file_config, self.cwd)
-        self.report = engine.check(targets, options, self.cwd)
+        try:
+            self.report = engine.check(targets, options, self.cwd)
+        except (TargetError, StartupError) as exc:
+            self.report, self.failure = Report(), f"lossdiag could not run: {exc}"
         for result in self.report.results:
             self.results[((self.cwd / result.file).resolve(), result.name)] = result
         for error in self.report.errors:
@@ -155,6 +162,8 @@ class LossdiagItem(pytest.Item):
         state = self.config.stash[_STATE]
         if state.report is None:
             state.run([i for i in self.session.items if isinstance(i, LossdiagItem)])
+        if state.failure is not None:
+            raise LossdiagFailure(state.failure)
         path = self.path.resolve()
         result = state.results.get((path, self.name))
         error = state.errors.get(path)
@@ -213,7 +222,7 @@ def describe(result: Any, findings: list[Any]) -> str:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(_STATE, None)
-    if state is None or state.report is None:
+    if state is None or state.report is None or state.failure is not None:
         return
     counts = state.report.summary()
     parts = ", ".join(f"{counts[s]} {s}" for s in ("pass", "warn", "fail", "error", "skipped") if counts[s])

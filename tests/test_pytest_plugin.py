@@ -184,3 +184,11 @@ def test_include_suppressions_and_fail_on_come_from_the_configuration(tmp_path):
     }, proc.stdout  # fmt: skip
     assert "suppressed with # lossdiag: ignore: LD101" in proc.stdout
     assert "LD102 batch-mean (warning) in loss batch_mean" in proc.stdout
+
+
+def test_a_run_that_cannot_start_fails_every_item_with_the_reason(tmp_path):
+    write(tmp_path / "pyproject.toml", '[tool.lossdiag.probes]\nlos1 = "y_true=B,2;y_pred=B,2;labels=binary"\n')
+    write(tmp_path / "losses.py", THREE_LOSSES)
+    proc = _pytest(tmp_path, "--lossdiag", "losses.py")
+    assert set(_outcomes(proc).values()) == {"FAILED"} and len(_outcomes(proc)) == 3, proc.stdout
+    assert "lossdiag could not run: --probe los1: no loss named 'los1' in the checked files; did you mean 'loss1'" in proc.stdout
