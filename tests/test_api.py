@@ -153,3 +153,19 @@ def test_a_hanging_loss_times_out_in_the_worker_and_never_hangs_the_caller():
     result = lossdiag.check_loss(hangs, cwd=REPO, timeout=2)  # returning at all is the point
     assert result.status == "error" and result.findings[0].code == "LD002"
     assert "timed out after 2 s" in result.findings[0].message
+
+
+@pytest.mark.tf
+def test_check_loss_on_a_metric_built_here_with_a_probe_spec(fixture_modules):
+    sys.path.insert(0, str(FIXTURES))
+    try:
+        import metrics
+    finally:
+        sys.path.remove(str(FIXTURES))
+    spec = lossdiag.ProbeSpec(("B", 4), ("B", 4), "probs")
+    result = lossdiag.check_loss(metrics.BatchCountingMAE(name="counts_batches"), probe=spec, cwd=REPO)
+    assert (result.id, result.kind, [f.code for f in result.findings]) == (
+        "fixtures/metrics.py::BatchCountingMAE", "metric", ["LD101"],
+    )
+    assert result.probe is not None and (result.probe.y_pred, result.probe.labels) == ((32, 4), "probs")
+    assert result.ratio == pytest.approx(32, rel=0.01)
