@@ -356,6 +356,9 @@ def write_module(obj: Any, folder: Path) -> tuple[Path, str]:
     """A module in `folder` (a private temporary folder) that binds a copy of `obj`; (its path, the name)."""
     name = _identifier(display_name(obj))
     stem = MODULE_PREFIX + name
+    if isinstance(obj, types.FunctionType) and importable(obj):
+        # a function of another module (Keras' own) would read as an import, not a loss of this module
+        obj = functools.partial(obj)
     data = dumps(obj, stem)
     paths = [p for p in sys.path if p and os.path.isdir(p)]
     instantiate = isinstance(obj, type)

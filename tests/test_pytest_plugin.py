@@ -192,3 +192,10 @@ def test_a_run_that_cannot_start_fails_every_item_with_the_reason(tmp_path):
     proc = _pytest(tmp_path, "--lossdiag", "losses.py")
     assert set(_outcomes(proc).values()) == {"FAILED"} and len(_outcomes(proc)) == 3, proc.stdout
     assert "lossdiag could not run: --probe los1: no loss named 'los1' in the checked files; did you mean 'loss1'" in proc.stdout
+
+
+def test_a_file_that_is_not_python_is_one_failing_item(tmp_path):
+    write(tmp_path / "broken.py", "def loss(y_true, y_pred):\n    return (\n")
+    proc = _pytest(tmp_path, "--lossdiag", "broken.py")
+    assert _outcomes(proc) == {"broken.py::<module>": "FAILED"}, proc.stdout
+    assert "LD001 load-error (error) in loss <module>: SyntaxError" in proc.stdout
