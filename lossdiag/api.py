@@ -171,7 +171,8 @@ def check_loss(
         return _only_result(report, name)
     with tempfile.TemporaryDirectory(prefix="lossdiag-check-loss-") as folder:
         path, name = transfer.write_module(fn_or_loss, Path(folder))
-        option_values = {"full_import": True, **option_values}
+        # the copy is private and short-lived: import it whole, and keep no cache entry for it in the project
+        option_values = {"full_import": True, "cache": False, **option_values}
         report = _check_one(f"{path}::{name}", {name: spec} if spec else {}, here, config, option_values)
         result = _only_result(report, name)
         return _remapped(result, fn_or_loss, path, here, option_values, config)
