@@ -41,7 +41,7 @@ class AstCandidate:
     line: int
     expr: str | None = None  # kind "expr": evaluated in the module's namespace to build the loss
     outputs: tuple[str, ...] = ()  # the model outputs compile(loss={...} or [...]) uses it for
-    role: str = "loss"  # "metric" when it is only found in metrics=[...] (not probed as a loss)
+    role: str = "loss"  # "metric": probed as Keras runs a metric (see `metric_role`)
     via: tuple[str, ...] = ()  # how use found it: compile, metrics, losses.get, custom_objects
     swapped: bool = False  # parameters read prediction first, and nothing hands it to Keras
     main_only: tuple[str, int] | None = None  # a global it reads that only `__main__` sets (name, line)
@@ -225,6 +225,7 @@ def scan_source(
             if name in wanted and name not in seen:
                 found.append(AstCandidate(name, kind, line))
                 seen.add(name)
+    found = _with_roles(found, tree)
     found = _mark_swapped(_drop_covered_classes(found, tree), tree)
     try:
         analysis: script.ModuleAnalysis | None = script.ModuleAnalysis(source, filename)
@@ -264,10 +265,67 @@ def _loss_classes(tree: ast.Module) -> set[str]:
     return classes
 
 
+# What a Keras metric class derives from: Keras' own base names (a class of the same file built on one counts too).
+_METRIC_BASES = frozenset({"Metric", "Mean", "Sum", "MeanMetricWrapper", "Reduce", "MeanTensor"})
+# Words in a name that say "metric" (split at `_` and camelCase, digits kept: f1, F1Score).
+_METRIC_TOKENS = frozenset({
+    "metric", "metrics", "accuracy", "acc", "score", "coef", "coeff", "coefficient", "precision", "recall",
+    "f1", "fbeta", "auc",
+})  # fmt: skip
+
+
+def metric_classes(tree: ast.Module) -> set[str]:
+    """The module's `keras.metrics.Metric` subclasses (by their bases' names)."""
+    classes: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            bases = [_base_name(b) for b in node.bases]
+            if any(b in _METRIC_BASES or b.endswith("Metric") or b in classes for b in bases):
+                classes.add(node.name)
+    return classes
+
+
+def name_says_metric(name: str) -> bool:
+    """`dice_coef`, `f1_m`, `jaccard_score`, `MeanIoUMetric`: a metric word and no `loss` in the name."""
+    if "loss" in name.lower():
+        return False
+    tokens = {t.lower() for t in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)}
+    return bool(tokens & _METRIC_TOKENS)
+
+
+def metric_role(c: AstCandidate, metric_class_names: set[str], callee: str = "") -> str:
+    """How Keras will run a candidate: "loss" or "metric".
+
+    What the file does with it decides first: handed to `compile(loss=...)` or `keras.losses.get`, a loss;
+    otherwise in `metrics=[...]`, a metric. Then what it is: a `Metric` subclass, or an instance of one
+    built at module level, is a metric. Otherwise its name decides: a metric word (metric, accuracy, acc,
+    score, coef, precision, recall, f1, fbeta, auc) and no `loss` in it makes a metric; anything else is a
+    loss. (At run time, an object that turns out to be a `keras.metrics.Metric` is a metric whatever this said.)
+    """
+    via = set(c.via)
+    if via & {"compile", "losses.get"}:
+        return "loss"
+    if "metrics" in via:
+        return "metric"
+    if c.kind == "class" or callee in metric_class_names:
+        return "metric" if (c.name if c.kind == "class" else callee) in metric_class_names else "loss"
+    return "metric" if name_says_metric(c.name) else "loss"
+
+
+def _with_roles(found: list[AstCandidate], tree: ast.Module) -> list[AstCandidate]:
+    metrics = metric_classes(tree)
+    callees = {
+        _assigned_name(node): _call_name(node.value)
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+    }
+    return [replace(c, role=metric_role(c, metrics, callees.get(c.name, "") if c.kind == "assign" else "")) for c in found]
+
+
 def _scan_tree(tree: ast.Module) -> list[AstCandidate]:
-    """Candidates by name: loss-like functions, Loss subclasses, factories, instances."""
+    """Candidates by name: loss-like functions, Loss and Metric subclasses, factories, instances."""
     found: list[AstCandidate] = []
-    loss_classes = _loss_classes(tree)
+    loss_classes = _loss_classes(tree) | metric_classes(tree)
     factories: set[str] = set()
     functions: set[str] = set()
     for node in tree.body:
@@ -483,12 +541,7 @@ def _merge(by_name: list[AstCandidate], by_use: list[AstCandidate]) -> list[AstC
         if old is not None:
             c = replace(old, outputs=_union(old.outputs, c.outputs), via=_union(old.via, c.via))
         merged[c.name] = c
-    out = []
-    for c in merged.values():
-        if c.kind in ("use", "expr") and set(c.via) == {"metrics"}:
-            c = replace(c, role="metric")
-        out.append(c)
-    return out
+    return list(merged.values())
 
 
 def _mark_swapped(found: list[AstCandidate], tree: ast.Module) -> list[AstCandidate]:
@@ -579,7 +632,7 @@ def import_roots(scan: FileScan, names: frozenset[str] | None) -> dict[str, froz
 
 
 def _is_built(c: AstCandidate, names: frozenset[str] | None) -> bool:
-    return c.name in names if names is not None else c.role != "metric"
+    return c.name in names if names is not None else True
 
 
 def check_probe_keys(keys: Iterable[str], scans: Sequence[FileScan], cwd: Path) -> None:
@@ -698,13 +751,15 @@ def _is_library_object(obj: Any) -> bool:
 
 
 def materialise(
-    module: Any, scan: FileScan, names: frozenset[str] | None, wrap: Callable[[Any], Any], loss_bases: tuple[type, ...]
+    module: Any, scan: FileScan, names: frozenset[str] | None, wrap: Callable[[Any], Any], loss_bases: tuple[type, ...],
+    metric_wrap: Callable[[Any], Any] | None = None, metric_bases: tuple[type, ...] = (),
 ) -> list[Candidate]:
     """The module's losses as Keras `Loss` objects, in source order; `wrap` builds Keras' wrapper.
 
     Each candidate is built on its own: whatever building one raises (`sys.exit` in a constructor,
     KeyboardInterrupt from a factory, a module `__getattr__` that raises) is an error on that candidate
-    only. Candidates found only in `metrics=[...]` are not built (unless named with FILE::NAME).
+    only. With `metric_wrap` (Keras' `MeanMetricWrapper`) and `metric_bases`, metrics are built as Keras
+    builds them for `compile(metrics=[...])` (see `_build_for_role`); without, every candidate is a loss.
     """
     file = str(scan.path)
     out: list[Candidate] = []
@@ -721,7 +776,7 @@ def materialise(
             out.append(cand)
             continue
         try:
-            keep = _build(cand, ac, module, wrap, loss_bases)
+            keep = _build_for_role(cand, ac, module, (wrap, loss_bases), (metric_wrap, metric_bases))
         except BaseException as exc:  # noqa: BLE001 - the user's code: nothing it raises may end the module
             cand.loss, cand.error, keep = None, _building_error(exc), True
         if keep:
@@ -731,6 +786,25 @@ def materialise(
         for name in missing:
             out.append(Candidate(name, "missing", file, 1, error=f"no loss named {name!r} in this module"))
     return out
+
+
+Makers = tuple[Any, tuple[type, ...]]  # (the wrapper Keras builds around a function, the base classes)
+
+
+def _build_for_role(cand: Candidate, ac: AstCandidate, module: Any, loss: Makers, metric: Makers) -> bool:
+    """Build a candidate as Keras runs it: a metric in a `MeanMetricWrapper` (or as the `Metric` it is), a
+    loss in a `LossFunctionWrapper`. An object that is a `keras.metrics.Metric` makes the candidate a metric;
+    a `Loss` object used as a metric is wrapped, as `compile(metrics=[...])` wraps it."""
+    (wrap, loss_bases), (metric_wrap, metric_bases) = loss, metric
+    if metric_wrap is None:
+        return _build(cand, ac, module, wrap, loss_bases)
+    as_metric = cand.role == "metric"
+    keep = _build(cand, ac, module, metric_wrap if as_metric else wrap, loss_bases + metric_bases)
+    if isinstance(cand.loss, metric_bases):
+        cand.role = "metric"
+    elif as_metric and isinstance(cand.loss, loss_bases):
+        cand.loss = metric_wrap(cand.loss)
+    return keep
 
 
 def _building_error(exc: BaseException) -> str:

@@ -139,6 +139,12 @@ def _result(m: LossMeasurement, display: str, cwd: Path) -> LossResult:
     )
 
 
+def _with_role(result: LossResult, m: LossMeasurement) -> LossResult:
+    """A metric is marked `kind="metric"`; a stateful one has no output per call (its result is not one)."""
+    stateful = m.role == "metric" and m.layout is not None and not m.layout.via_call
+    return replace(result, kind=m.role, output_shape=None if stateful else result.output_shape)
+
+
 @dataclass
 class _Plan:
     jobs: list[ModuleJob] = field(default_factory=list)
@@ -220,7 +226,7 @@ def _file_results(job: ModuleJob, outcome: ModuleOutcome, cwd: Path, run_log: li
         return FileResults((), LoadError(display, "LD001", message, line_no), tuple(lines), _reproducible(outcome))
     results = []
     for m in outcome.measurements:
-        results.append(replace(_result(m, display, cwd), keras=outcome.keras))
+        results.append(replace(_with_role(_result(m, display, cwd), m), keras=outcome.keras))
         if m.trace is not None and m.trace.error:
             lines.append(f"{display}::{m.name}: could not trace it as a graph ({m.trace.error})")
         if m.name in outcome.output:

@@ -117,8 +117,8 @@ class LossCode:
 
 
 def _user_method(obj: Any) -> tuple[Any, Any] | None:
-    """A Loss subclass's own `call` (or `__call__` when it overrides that instead)."""
-    for name in ("call", "__call__"):
+    """A Loss subclass's own `call` (or `__call__` when it overrides that instead); a Metric's `update_state`."""
+    for name in ("call", "__call__", "update_state"):
         for klass in type(obj).__mro__:
             if name in vars(klass):
                 module = getattr(klass, "__module__", "") or ""

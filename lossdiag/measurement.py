@@ -78,7 +78,10 @@ class Layout:
     expected: float | None = None  # mean over samples of the Keras-reported value of each sample alone
     alone_nonfinite: bool = False  # a sample alone gave NaN/inf: the loss needs a batch
     reduction: str | None = None  # a Loss object's reduction when it is not Keras' default
-    via_call: bool = True  # False: the Loss overrides __call__, so its output is what Keras reports
+    via_call: bool = True  # False: the Loss overrides __call__ (or a stateful metric): its output is what Keras reports
+    # a stateful metric: its result after update_state on the same batch twice, over after once
+    # (1: it averages over what it counted; 2: a running total); None for losses and function metrics
+    update_growth: float | None = None
 
     @property
     def batch_shape(self) -> Shape:
@@ -141,6 +144,7 @@ class LossMeasurement:
     internal_error: str | None = None  # lossdiag's own code failed (LD004); the traceback for -v
     skipped: str | None = None  # not probed on purpose, and why
     hint: str = ""  # e.g. the Keras-2 backend advice for an LD002
+    role: str = "loss"  # "metric": probed through Keras' metric machinery (LossResult.kind); `kind` is how it was built
 
     @property
     def expected(self) -> float | None:

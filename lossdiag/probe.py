@@ -302,7 +302,7 @@ def _expected_values(runner: LossRunner, acc: _Accepted, per_sample: bool, out: 
     return sum(values) / len(values), False
 
 
-def _gradient(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> tuple[float, str]:
+def _gradient(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> tuple[float, str | None]:
     reported, gradient = runner.reported_and_gradient(*acc.batch)
     if gradient == "zero":  # a saturated batch (every hinge inactive) is not a missing gradient: try another
         _, gradient = runner.reported_and_gradient(*batches.make(acc.proposal.spec, ctx.batch_size, ctx.seed, salt=4))
@@ -365,9 +365,10 @@ def _proposals(loss: Any, names: tuple[str, ...], ctx: ProbeContext) -> list[lay
     return layouts.propose(loss, names)
 
 
-def measure_loss(base: LossMeasurement, loss: Any, ctx: ProbeContext) -> LossMeasurement:
-    """Find the loss's layout and measure it; a loss that runs on none is returned with its trials (LD002)."""
-    runner = LossRunner(loss, ctx.legacy, ctx.on_call)
+def measure_loss(base: LossMeasurement, loss: Any, ctx: ProbeContext, runner: LossRunner | None = None) -> LossMeasurement:
+    """Find the loss's layout and measure it; a loss that runs on none is returned with its trials (LD002).
+    `runner` calls it another way with the same interface (a metric: `runner.MetricRunner`)."""
+    runner = runner if runner is not None else LossRunner(loss, ctx.legacy, ctx.on_call)
     trials, accepted = find_layout(runner, _proposals(loss, (base.name,), ctx), ctx)
     if accepted is None:
         hint = next((h for h in (keras2_hint(t.error or "") for t in trials) if h), "")

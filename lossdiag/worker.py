@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from lossdiag import channel, discover, probe, procs, script
+from lossdiag import channel, discover, probe, procs, runner, script
 from lossdiag.measurement import LossMeasurement
 from lossdiag.state import GlobalState, is_library
 
@@ -123,11 +123,15 @@ def measure_candidate(
     end; an exception in lossdiag's own code is LD004, with the traceback kept for -v."""
     base = LossMeasurement(
         name=cand.name, kind=cand.kind, file=cand.file, line=cand.line,
-        batch_size=options["batch_size"], error=cand.error, skipped=cand.skipped,
+        batch_size=options["batch_size"], error=cand.error, skipped=cand.skipped, role=cand.role,
     )
     if cand.loss is None:
         return base
     try:
+        if cand.role == "metric":
+            from lossdiag import metric_probe
+
+            return metric_probe.measure_metric(base, cand.loss, _context(request, options, cand.name, legacy, on_call))
         return probe.measure_loss(base, cand.loss, _context(request, options, cand.name, legacy, on_call))
     except Exception:  # a bug of ours: the user's exceptions never get here (the runner wraps them)
         return replace(base, internal_error=traceback.format_exc(limit=8))
@@ -201,7 +205,11 @@ class Session:
             return None
         self.heartbeat()
         try:
-            candidates = discover.materialise(module, scan, wanted, self.wrap, self.bases)
+            candidates = discover.materialise(
+                module, scan, wanted, self.wrap, self.bases,
+                metric_wrap=lambda fn: runner.metric_wrapper(fn, self.legacy),
+                metric_bases=runner.metric_base_classes(self.legacy),
+            )
         except BaseException as exc:
             message = f"building its losses raised {probe.describe_exception(exc)}"
             self.link.send("load_error", message=message, line=_error_line(exc, str(path)))

@@ -235,13 +235,12 @@ def test_a_call_handed_to_compile_is_an_expression_candidate_at_its_line():
     assert found["functools.partial(gap, b=0.0)"].roots == {"functools", "gap"}
 
 
-def test_metrics_only_candidates_have_the_metric_role_and_are_not_imported_for():
+def test_what_metrics_get_has_the_metric_role_and_is_imported_for():
     found = _by_name()
-    assert found["agreement"].role == "metric"
-    assert found["dice_coef"].role == "loss"  # found by its name: probed as before
+    assert found["agreement"].role == found["dice_coef"].role == "metric"  # handed to metrics=[...] only
+    assert found["gap"].role == found["loss1"].role == "loss"  # handed to compile(loss=...)
     scan = discover.FileScan(Path("x.py"), "x", Path("."), tuple(found.values()))
-    assert "agreement" not in discover.import_roots(scan, None)
-    assert "agreement" in discover.import_roots(scan, frozenset({"agreement"}))
+    assert "agreement" in discover.import_roots(scan, None)
 
 
 @pytest.mark.parametrize("params, order", [
@@ -503,10 +502,10 @@ def test_prediction_first_functions_get_the_prediction_first(tmp_path):
     assert inspect.getsource(wrapped).startswith("def nll(logits, labels):")
 
 
-def test_expressions_are_built_metrics_are_not_and_main_only_globals_are_explained(tmp_path):
+def test_expressions_and_metrics_are_built_and_main_only_globals_are_explained(tmp_path):
     built = _materialise(tmp_path)
     assert built["make(scale=3)"].loss[1](0, 0) == 3
-    assert "agreement" not in built
+    assert built["agreement"].role == "metric"
     line = MATERIALISE.splitlines().index("    MAIN_ONLY = 1") + 1
     assert built["uses_main"].error == (
         f'`MAIN_ONLY` is only set under `if __name__ == "__main__":` (line {line}), which lossdiag does not run: '
@@ -525,7 +524,8 @@ def test_losses_found_from_use_are_probed_as_keras_calls_them():
     code, out, err = run_cli(["check", "fixtures/from_use.py", "--format", "json"], REPO)
     assert code == 1, err
     results = {r["name"]: r for r in json.loads(out)["results"]}
-    assert "agreement" not in results and "Rescale" not in results  # a metric, and a layer in custom_objects
+    assert "Rescale" not in results  # a layer in custom_objects
+    assert (results["agreement"]["kind"], results["agreement"]["status"]) == ("metric", "pass")  # no LD202 for a metric
     # prediction first: the probe hands the integer labels to `labels`, the logits to `logits`
     probe = results["next_token"]["probe"]
     assert probe["labels"] == "sparse" and len(probe["y_pred"]) == len(probe["y_true"]) + 1

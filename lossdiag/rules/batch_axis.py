@@ -11,6 +11,7 @@ from lossdiag.rules.detection import Detection
 
 CODES = ("LD101", "LD102", "LD103", "LD104", "LD105")
 STATISTIC = "batch statistic"  # LossResult.na_reason for a loss whose samples have no value alone
+RUNNING_TOTAL = "running total"  # LossResult.na_reason for a stateful metric that sums on purpose (a count)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,26 @@ def is_sum(layout: Layout) -> bool:
     return abs(two - 2.0) <= 0.02 and abs(four - 4.0) <= 0.04
 
 
+def is_stateful_metric(m: LossMeasurement) -> bool:
+    """A `keras.metrics.Metric` with its own `update_state`: no per-sample output, only a result."""
+    return m.role == "metric" and m.layout is not None and not m.layout.via_call
+
+
+def is_running_total(layout: Layout) -> bool:
+    """A stateful metric whose result doubles when the same batch is given to update_state twice."""
+    return layout.update_growth is not None and abs(layout.update_growth - 2.0) <= 0.04
+
+
+def _stateful_na(m: LossMeasurement, layout: Layout, ratio: float) -> str | None:
+    """Why a stateful metric's ratio means nothing: a running total (a count on purpose), or an epoch
+    statistic (precision, AUC) whose batch value is no mean of per-sample values."""
+    if not is_stateful_metric(m) or abs(ratio - 1.0) <= 1e-3:
+        return None
+    if is_running_total(layout):
+        return RUNNING_TOTAL
+    return None if is_sum(layout) else STATISTIC
+
+
 def magnitude(m: LossMeasurement) -> tuple[float | None, float | None, float | None, str]:
     """(expected, actual, ratio, na_reason): the numbers the report shows, n/a where they mean nothing."""
     layout = m.layout
@@ -70,6 +91,8 @@ def magnitude(m: LossMeasurement) -> tuple[float | None, float | None, float | N
     if expected is None or actual is None or not expected or not math.isfinite(expected):
         return expected, actual, None, ""
     ratio = actual / expected
+    if (na := _stateful_na(m, layout, ratio)) is not None:
+        return None, actual, None, na
     pooled = Shapes.of(layout).batch != (0,) or layout.coupling is not None
     if pooled and not is_sum(layout) and not 0.01 <= abs(ratio) <= 100:
         return None, actual, None, STATISTIC
@@ -224,11 +247,37 @@ def _no_batch_axis(m: LossMeasurement, layout: Layout, shapes: Shapes) -> Detect
     )
 
 
+def _counts_updates(m: LossMeasurement, layout: Layout) -> Detection | None:
+    """A stateful metric's one batch-axis mistake: it adds each batch's total but divides by the number of
+    `update_state` calls, so what `model.fit` logs is the mean batch total, B times the per-sample mean.
+
+    A stateful metric keeps no per-sample output, so its result without a batch axis is no finding (no
+    LD102): precision, AUC and other epoch statistics are what stateful metrics are for. It is the mistake
+    only when the result grows in exact proportion to a repeated batch, yet stays when the same batch is
+    given twice (a running total, such as a count of errors, doubles there and is a total on purpose).
+    """
+    growth = layout.update_growth
+    if not is_sum(layout) or growth is None or abs(growth - 1.0) > 0.02:
+        return None
+    return Detection(
+        "LD101",
+        f"its result after update_state on a batch of {m.batch_size} is the batch's total, but the same batch "
+        f"given twice leaves it unchanged: it counts update_state calls, not samples, so model.fit logs the mean "
+        f"batch total ({text.layout(layout.spec)}).{_numbers(m)}",
+        "count samples, not update_state calls: add the batch size to the count "
+        "(self.count.assign_add(ops.cast(ops.shape(y_true)[0], self.dtype))); on keras.metrics.Mean, hand "
+        "update_state one value per sample",
+        trace_hint=False,
+    )
+
+
 def detect(m: LossMeasurement) -> Detection | None:
     """The one batch-axis verdict of a measured loss, or None when it keeps one value per sample."""
     layout = m.layout
     if layout is None:
         return None
+    if is_stateful_metric(m):
+        return _counts_updates(m, layout)
     shapes = Shapes.of(layout)
     for check in (_rank_changes, _paired, _one_batch_axis, _no_batch_axis):
         found = check(m, layout, shapes)

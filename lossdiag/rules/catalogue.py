@@ -96,7 +96,9 @@ _CATALOGUE = (
         summary="the batch axis is summed away: Keras reports about B times the per-sample loss",
         what="Reports a loss whose output has no batch axis and whose value grows with the batch "
         "size: it summed over the samples. The classic cause is an integer slice such as "
-        "`yz[:, 1]` that drops the feature axis, so a later `sum(axis=-1)` runs over the batch.",
+        "`yz[:, 1]` that drops the feature axis, so a later `sum(axis=-1)` runs over the batch. Metrics "
+        "too: a function in `metrics=[...]` that sums over the batch, or a `keras.metrics.Metric` that adds "
+        "each batch's total but counts batches, not samples.",
         why="Keras divides a per-sample loss by the batch size, but passes a scalar through "
         "unchanged. The loss shown in `model.fit` is then batch-size times too large, its "
         "gradient too, and it changes when the batch size does. Nothing raises.",
@@ -194,7 +196,8 @@ _CATALOGUE = (
         what="Reports a loss through which no gradient flows back to the predictions: an "
         "operation such as `round`, `argmax`, `cast` to an integer, or `stop_gradient` cut it.",
         why="The optimiser gets no signal from this loss: the model does not learn from it, or "
-        "Keras raises 'No gradients provided for any variable' late in a run.",
+        "Keras raises 'No gradients provided for any variable' late in a run. Metrics are never "
+        "differentiated, so this rule never applies to one.",
         example="from keras import ops\n\ndef rounded_prediction(y_true, y_pred):\n"
         "    return ops.mean(ops.abs(y_true - ops.round(y_pred)), axis=-1)\n",
         use_instead="from keras import ops\n\ndef absolute_error(y_true, y_pred):\n"

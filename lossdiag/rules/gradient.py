@@ -1,4 +1,4 @@
-"""LD202: no gradient reaches y_pred (round, argmax, a cast to integers or stop_gradient on the way)."""
+"""LD202: no gradient reaches a loss's y_pred (round, argmax, a cast to integers or stop_gradient on the way); never for a metric."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from lossdiag.rules.detection import Detection
 
 def detect(m: LossMeasurement) -> Detection | None:
     layout = m.layout
+    if m.role == "metric":  # a metric is logged, never differentiated: it needs no gradient
+        return None
     if layout is None or layout.gradient not in ("none", "zero"):
         return None
     what = "None" if layout.gradient == "none" else "zero everywhere"
