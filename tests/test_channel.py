@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +77,8 @@ def test_a_file_scan_crosses_as_plain_data():
         syntax_error=None,
     )
     plain = channel.to_plain(scan)
-    assert plain["candidates"][1] == {"name": "Focal", "kind": "class", "line": 9}
+    assert {k: plain["candidates"][1][k] for k in ("name", "kind", "line")} == {"name": "Focal", "kind": "class", "line": 9}
+    json.dumps(plain)  # plain data: it crosses the channel as JSON
     assert channel.from_plain(discover.FileScan, plain) == scan
 
 
