@@ -7,6 +7,6 @@ import sys
 if sys.path and sys.path[0] in ("", __import__("os").getcwd()):
     del sys.path[0]
 
-from lossdiag.cli import main  # noqa: E402
+from lossdiag.cli import main
 
 sys.exit(main())

@@ -8,9 +8,10 @@ accept come from `settings.SETTINGS`. The file used is the nearest `pyproject.to
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from lossdiag import settings
 from lossdiag.selection import code_prefix  # noqa: F401  (kept importable from here)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import ast
 import difflib
-import fnmatch
 import functools
 import inspect
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lossdiag import flavour, script
 from lossdiag.flavour import Keras2Evidence
@@ -117,7 +116,7 @@ def param_order(params: Sequence[str]) -> str | None:
     first, second = _param_role(params[0]), _param_role(params[1])
     if (first, second) == ("prediction", "target"):
         return "prediction_first"
-    if first == "target" and second != "target" or second == "prediction" and first != "prediction":
+    if (first == "target" and second != "target") or (second == "prediction" and first != "prediction"):
         return "target_first"
     return None
 
@@ -777,7 +776,7 @@ def materialise(
             continue
         try:
             keep = _build_for_role(cand, ac, module, (wrap, loss_bases), (metric_wrap, metric_bases))
-        except BaseException as exc:  # noqa: BLE001 - the user's code: nothing it raises may end the module
+        except BaseException as exc:
             cand.loss, cand.error, keep = None, _building_error(exc), True
         if keep:
             out.append(cand)
@@ -817,7 +816,7 @@ def _evaluate(ac: AstCandidate, module: Any, file: str) -> Any:
     """The value of a compile() argument such as `focal_loss(gamma=2.0)`, in the module's namespace."""
     tree = ast.parse(ac.expr or "", mode="eval")
     ast.increment_lineno(tree, ac.line - 1)
-    return eval(compile(tree, file, "eval"), vars(module))  # noqa: S307 - the user's own expression
+    return eval(compile(tree, file, "eval"), vars(module))
 
 
 def _build(cand: Candidate, ac: AstCandidate, module: Any, wrap: Callable[[Any], Any], bases: tuple[type, ...]) -> bool:

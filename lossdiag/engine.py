@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from lossdiag import cache, discover, rules, selection, suppress
 from lossdiag import targets as targets_mod
 from lossdiag.cache import FileResults
 from lossdiag.isolation import ModuleJob, ModuleOutcome, run_modules
-from lossdiag.rules import text
 from lossdiag.measurement import LossMeasurement
 from lossdiag.models import Finding, LoadError, Location, LossResult, Probe, Report
+from lossdiag.rules import text
 
 # Called with (module path, None) when a module starts and (module path, loss name) when a loss starts.
 ProgressCallback = Callable[[str, "str | None"], None]

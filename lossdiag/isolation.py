@@ -24,10 +24,11 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 from lossdiag import _tf, channel, discover, procs
 from lossdiag.measurement import LossMeasurement

@@ -631,7 +631,7 @@ def _constant(value: Any) -> Any:
     if hasattr(value, "numpy") and callable(value.numpy) and getattr(value, "shape", None) is not None:
         try:
             value = value.numpy()  # an eager tensor in a closure: tf.constant(QUANTILES)
-        except Exception:  # noqa: BLE001 - a symbolic tensor has no value
+        except Exception:
             return None
     shape = getattr(value, "shape", None)
     size = getattr(value, "size", None)

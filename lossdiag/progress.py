@@ -63,7 +63,7 @@ class ProgressDisplay:
         if progress is not None:
             progress.stop()
 
-    def __enter__(self) -> "ProgressDisplay":
+    def __enter__(self) -> ProgressDisplay:
         self.start()
         return self
 

@@ -9,8 +9,8 @@ real filename and original line numbers, so tracebacks, `inspect.getsource` and 
 """
 
 from __future__ import annotations
-
 import __future__
+
 import ast
 import builtins
 import importlib
@@ -262,7 +262,7 @@ def run_definitions(module: ModuleType, path: Path, roots: Mapping[str, frozense
     for index in plan.kept:
         statement = analysis.statements[index]
         try:
-            exec(analysis.statement_code(index), module.__dict__)  # noqa: S102 - the user's module, as import does
+            exec(analysis.statement_code(index), module.__dict__)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # SystemExit too: a statement failed, the caller decides what follows
@@ -482,9 +482,7 @@ def _scope_names(node: ast.AST) -> tuple[set[str], set[str]]:
             stores |= {a.asname or a.name.split(".")[0] for a in n.names}
         elif isinstance(n, ast.ImportFrom):
             stores |= {a.asname or a.name for a in n.names if a.name != "*"}
-        elif isinstance(n, ast.ExceptHandler) and n.name:
-            stores.add(n.name)
-        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        elif (isinstance(n, ast.ExceptHandler) and n.name) or isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             stores.add(n.name)
         elif isinstance(n, _COMPREHENSIONS):
             local |= {t.id for g in n.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}

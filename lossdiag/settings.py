@@ -8,8 +8,9 @@ values) go through the same validation, so `--timeout nan` and `timeout = nan` f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 FORMATS = ("table", "concise", "json", "github", "sarif", "junit")
 FAIL_ON = ("error", "warning", "never")

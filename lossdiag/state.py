@@ -12,6 +12,7 @@ starts a fresh worker for the next module.
 
 from __future__ import annotations
 
+import _signal
 import gc
 import importlib
 import io
@@ -25,13 +26,12 @@ import tempfile
 import threading
 import types
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lossdiag import procs
-
-import _signal  # noqa: E402 - the C module: no enum conversion on every call (this runs after each loss)
 
 # The library modules a loss most likely patches; checked after every loss (the rest after each module).
 _FAST_CLASS_MODULES = ("keras.losses", "keras.src.losses.loss", "keras.src.losses.losses", "tf_keras.losses",

@@ -11,10 +11,10 @@ import io
 import re
 import tokenize
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from lossdiag.models import Finding, LossResult
 

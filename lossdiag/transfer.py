@@ -237,7 +237,7 @@ def rebuild(source: Source, module_name: str) -> Any:
         target = ast.Name("_lossdiag_object", ast.Store())
         node = ast.copy_location(ast.Assign(targets=[ast.copy_location(target, node)], value=node), node)
     tree = ast.fix_missing_locations(ast.Module(body=[node], type_ignores=[]))  # type: ignore[list-item]
-    exec(compile(tree, source.filename, "exec"), namespace)  # noqa: S102 - the user's own code, in the worker
+    exec(compile(tree, source.filename, "exec"), namespace)
     return namespace["_lossdiag_object" if source.kind == "lambda" else source.name]
 
 
@@ -282,7 +282,7 @@ def _keras_reduction(obj: Any) -> tuple[Any, tuple[Any, ...]] | None:
         config = obj.get_config()
         try:
             kind.from_config(config)
-        except Exception as exc:  # noqa: BLE001 - the user's class: say what to do
+        except Exception as exc:
             raise TransferError(
                 f"{type(obj).__name__}.from_config(get_config()) fails ({type(exc).__name__}: {exc}): implement "
                 "get_config() with its constructor arguments, or bind the metric at module level"

@@ -15,9 +15,10 @@ import importlib.util
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lossdiag import channel, discover, probe, procs, runner, script
 from lossdiag.measurement import LossMeasurement

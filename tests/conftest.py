@@ -16,9 +16,9 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import pytest
 
@@ -163,7 +163,7 @@ def sarif_validator():
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
-def report_from_json(data: dict) -> "Report":
+def report_from_json(data: dict) -> Report:
     """A Report rebuilt from `--format json` output (numbers at JSON's four digits), to render in-process."""
     from lossdiag.models import Finding, LoadError, Location, LossResult, Probe, Report
 

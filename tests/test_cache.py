@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import REPO, cli_env, run_cli_many, validate_json_outputs, write
 
 from lossdiag import cache, cli, engine

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, cli_env, run_cli, run_cli_many, write
 
 import lossdiag

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import SEED_BUG, run_cli, run_cli_many, write
 
 from lossdiag import config

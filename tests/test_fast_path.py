@@ -14,7 +14,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import cli_env, validate_json_outputs, write
 
 HEAVY = ("tensorflow", "keras", "tf_keras", "numpy")

@@ -11,8 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, cli_env
+
 from lossdiag import discover, engine, isolation
 from lossdiag.isolation import ModuleJob, ModuleOutcome, OutputTail, other_keras_symptom, scrub, switch_reason
 from lossdiag.measurement import Layout, LossMeasurement, ProbeSpec, Trial

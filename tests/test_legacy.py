@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from test_fixtures import markers, run_json, ROOT
+from test_fixtures import ROOT, markers, run_json
 
 pytestmark = pytest.mark.tf
 

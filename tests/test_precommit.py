@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, cli_env
 
 MANIFEST = REPO / ".pre-commit-hooks.yaml"

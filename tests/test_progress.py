@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, cli_env, run_cli, write
 
 from lossdiag.progress import ProgressDisplay

@@ -11,7 +11,6 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, cli_env, write
 
 if sys.version_info >= (3, 11):

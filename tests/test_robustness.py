@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_cli
 from leftovers import Marked, run_marked, run_marked_many
 

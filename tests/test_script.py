@@ -11,10 +11,10 @@ import types
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, REPO, run_cli, run_cli_many, write
-from lossdiag import discover, script
 from test_fixtures import markers
+
+from lossdiag import discover, script
 
 SCRIPTS = FIXTURES / "scripts"
 

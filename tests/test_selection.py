@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import SEED_BUG, run_cli, run_cli_many, write
 
 from lossdiag import config, selection, settings

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import REPO, run_cli, write
 
 from lossdiag import cli, config, engine, settings
 from lossdiag.models import Report
-
 
 # --- in-process: what reaches engine.check -------------------------------------------------------
 

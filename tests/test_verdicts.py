@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from harness import codes
 
 pytestmark = [pytest.mark.tf, pytest.mark.inprocess]

@@ -9,9 +9,10 @@ not a terminal) means no wrapping at all. No line ends in spaces.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -407,4 +408,4 @@ def render_findings(report: Report) -> str:
     return concise.render(report)
 
 
-__all__ = ["render", "render_findings", "summary_line", "legend", "tokens"]
+__all__ = ["legend", "render", "render_findings", "summary_line", "tokens"]

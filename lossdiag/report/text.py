@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 # A token is a run of: backtick spans, shape-like parenthesised groups (no nested parentheses, no word of
 # three letters or more: prose in parentheses still wraps), other non-space characters. `(B, 2)`,
