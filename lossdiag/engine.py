@@ -225,13 +225,25 @@ def _file_results(job: ModuleJob, outcome: ModuleOutcome, cwd: Path, run_log: li
         message, line_no = outcome.load_error
         return FileResults((), LoadError(display, "LD001", message, line_no), tuple(lines), _reproducible(outcome))
     results = []
+    # the model outputs a compile(loss={...}) call uses each loss for, as the parent's scan found them
+    outputs = {c.name: c.outputs for c in job.scan.candidates} if job.scan is not None else {}
     for m in outcome.measurements:
-        results.append(replace(_with_role(_result(m, display, cwd), m), keras=outcome.keras))
-        if m.trace is not None and m.trace.error:
-            lines.append(f"{display}::{m.name}: could not trace it as a graph ({m.trace.error})")
-        if m.name in outcome.output:
-            lines.append(f"{display}::{m.name} printed:\n{outcome.output[m.name]}")
+        result = _with_role(_result(m, display, cwd), m)
+        results.append(replace(result, keras=outcome.keras, outputs=tuple(outputs.get(m.name, ()))))
+        lines += _measurement_log(m, display, outcome)
     return FileResults(tuple(results), None, tuple(lines), _reproducible(outcome))
+
+
+def _measurement_log(m: LossMeasurement, display: str, outcome: ModuleOutcome) -> list[str]:
+    """What -v says about one loss: why its trace failed, what it printed, lossdiag's own traceback."""
+    lines = []
+    if m.trace is not None and m.trace.error:
+        lines.append(f"{display}::{m.name}: could not trace it as a graph ({m.trace.error})")
+    if m.name in outcome.output:
+        lines.append(f"{display}::{m.name} printed:\n{outcome.output[m.name]}")
+    if m.internal_error:
+        lines.append(f"{display}::{m.name}: lossdiag failed (LD004):\n{m.internal_error.rstrip()}")
+    return lines
 
 
 def _reproducible(outcome: ModuleOutcome) -> bool:

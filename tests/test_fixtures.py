@@ -177,3 +177,22 @@ def test_check_whole_fixtures_folder_gives_every_marker():
             got = {f["code"] for f in results[name]["findings"] if not f["suppressed"]}
             want = set() if codes in ({"pass"}, {"skipped"}) else codes
             assert got == want, (rel, name, [f["message"] for f in results[name]["findings"]])
+
+
+def test_batch_statistics_have_no_per_sample_numbers(report):
+    """Issue 17: R² and correlation losses show n/a with the reason, and a fix about statistics."""
+    stats = {r["name"]: r for r in report["results"] if r["file"] == "fixtures/statistics.py"}
+    for name in ("r2_over_batch", "pearson_over_batch", "mse_over_batch_range"):
+        result = stats[name]
+        assert (result["expected"], result["ratio"], result["na_reason"]) == (None, None, "batch statistic"), name
+        (finding,) = result["findings"]
+        assert "statistic of the whole batch" in finding["message"] and "metric" in finding["hint"], name
+    assert stats["r2_per_sample"]["ratio"] == pytest.approx(1.0)
+
+
+def test_a_training_script_names_the_outputs_its_losses_are_compiled_for(report):
+    """Issue 18: `loss2 → YZ` in the table, `outputs` in JSON; the script is judged Keras 2 with no flag."""
+    script = {r["name"]: r for r in report["results"] if r["file"] == "fixtures/scripts/train_seed_k2.py"}
+    assert script["loss2"]["outputs"] == ["YZ"] and script["loss1"]["outputs"] == ["Z"]
+    assert script["loss2"]["ratio"] == pytest.approx(32, rel=0.05)
+    assert {r["keras"] for r in script.values()} == {"tf_keras 2.21.0"}
