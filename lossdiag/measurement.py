@@ -77,6 +77,7 @@ class Layout:
     gradient: str | None = None  # a Gradient, or None when not measured
     expected: float | None = None  # mean over samples of the Keras-reported value of each sample alone
     alone_nonfinite: bool = False  # a sample alone gave NaN/inf: the loss needs a batch
+    alone_constant: bool = False  # every sample alone gave the same value: a degenerate statistic of one sample
     reduction: str | None = None  # a Loss object's reduction when it is not Keras' default
     via_call: bool = True  # False: the Loss overrides __call__ (or a stateful metric): its output is what Keras reports
     # a stateful metric: its result after update_state on the same batch twice, over after once

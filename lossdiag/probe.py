@@ -277,7 +277,7 @@ def _alone(runner: LossRunner, batch: batches.Batch, rows: range | list[int]) ->
     return [runner.reported(batch[0][i : i + 1], batch[1][i : i + 1]) for i in rows]
 
 
-def _expected(runner: LossRunner, acc: _Accepted, per_sample: bool) -> tuple[float | None, bool]:
+def _expected(runner: LossRunner, acc: _Accepted, per_sample: bool) -> tuple[float | None, bool, bool]:
     """Mean over samples of the Keras-reported value of each sample alone; and whether one was nonfinite.
 
     For an uncoupled per-sample output, a sample alone that matches its row of the batch output stands
@@ -288,18 +288,22 @@ def _expected(runner: LossRunner, acc: _Accepted, per_sample: bool) -> tuple[flo
     try:
         return _expected_values(runner, acc, per_sample, out, size)
     except UserLossError:  # the loss cannot take one sample alone (a fixed reshape, a batch statistic)
-        return None, False
+        return None, False, False
 
 
-def _expected_values(runner: LossRunner, acc: _Accepted, per_sample: bool, out: Any, size: int) -> tuple[float | None, bool]:
+def _expected_values(
+    runner: LossRunner, acc: _Accepted, per_sample: bool, out: Any, size: int
+) -> tuple[float | None, bool, bool]:
+    """(expected, some sample alone was nonfinite, every sample alone gave the same value)."""
     if per_sample:
         first = _alone(runner, acc.batch, [0])
         if math.isfinite(first[0]) and np.allclose(first, [float(out[0].mean())], rtol=1e-4, atol=1e-6):
-            return float(out.mean()), False
+            return float(out.mean()), False, False
     values = _alone(runner, acc.batch, range(size))
     if not all(math.isfinite(v) for v in values):
-        return None, True
-    return sum(values) / len(values), False
+        return None, True, False
+    constant = size > 2 and max(values) - min(values) <= 1e-6 * max(1.0, abs(values[0]))
+    return sum(values) / len(values), False, constant
 
 
 def _gradient(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> tuple[float, str | None]:
@@ -316,7 +320,7 @@ def measure_layout(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> Lay
     coupling = _coupling(runner, acc, ctx)
     reduction = reduction_of(runner.loss)
     per_sample = axes == [0] and coupling is None and runner.via_call
-    expected, alone_nonfinite = _expected(runner, acc, per_sample)
+    expected, alone_nonfinite, alone_constant = _expected(runner, acc, per_sample)
     # An uncoupled per-sample output under Keras' own averaging cannot grow with the batch, and cannot
     # ignore the pairing of targets with predictions: those probes are only run where they can show something.
     plain = per_sample and reduction is None
@@ -333,6 +337,7 @@ def measure_layout(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> Lay
         gradient=gradient,
         expected=expected,
         alone_nonfinite=alone_nonfinite,
+        alone_constant=alone_constant,
         reduction=reduction,
         via_call=runner.via_call,
     )

@@ -86,7 +86,8 @@ def magnitude(m: LossMeasurement) -> tuple[float | None, float | None, float | N
     if layout is None:
         return None, None, None, ""
     expected, actual = layout.expected, layout.reported
-    if layout.alone_nonfinite:
+    pooled = Shapes.of(layout).batch != (0,) or layout.coupling is not None
+    if layout.alone_nonfinite or (layout.alone_constant and pooled and not is_sum(layout)):
         return None, actual, None, STATISTIC
     if expected is None or actual is None or not expected or not math.isfinite(expected):
         return expected, actual, None, ""
