@@ -131,7 +131,7 @@ def _jobs(legacy: bool) -> list[ModuleJob]:
 def _codes(outcome: ModuleOutcome, path: Path) -> dict[str, set[str]]:
     out = {}
     for m in outcome.measurements:
-        result = engine._result(m, path.name, REPO, engine.Options())
+        result = engine._result(m, path.name, REPO)
         out[m.name] = {f.code for f in result.findings} or {"pass"}
     return out
 
