@@ -188,6 +188,8 @@ class ProcessState:
         gc.set_threshold(*thresholds)
         (gc.enable if gc_on else gc.disable)()
         filters, show, fmt = self.warnings
+        # typeshed types warnings.filters as a read-only Sequence (it is a list) and has no _filters_mutated,
+        # the private call that makes the warnings module notice the change
         warnings.filters[:] = filters  # type: ignore[index]
         warnings._filters_mutated()  # type: ignore[attr-defined]
         warnings.showwarning, warnings.formatwarning = show, fmt
