@@ -74,7 +74,7 @@ def _file_config(cwd: Path, config: ConfigChoice, targets: Sequence[str]) -> Any
 
     if config is False:
         return config_mod.FileConfig()
-    explicit = None if config is True else Path(os.fspath(config))  # type: ignore[arg-type]
+    explicit = None if config is True else Path(os.fspath(config))
     try:
         return config_mod.discover(cwd, explicit, targets)
     except config_mod.ConfigError as exc:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -56,7 +57,15 @@ Pin the input layout of a loss (B is the batch axis):
 # --- click options from settings.SETTINGS ---------------------------------------------------------
 
 
-class _SettingType(click.ParamType):
+# Recent clicks type ParamType as generic in the value it converts to; older ones (pyproject allows
+# click>=8.1) have a plain class, which cannot be subscripted at run time: only the type checker sees it.
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[Any]
+else:
+    _ParamType = click.ParamType
+
+
+class _SettingType(_ParamType):
     """Command-line text through the same validation as the config (settings.Kind.from_text)."""
 
     def __init__(self, setting: settings.Setting) -> None:
@@ -156,7 +165,7 @@ def cli() -> None:
 @click.argument("targets", nargs=-1)
 @setting_options
 @click.pass_context
-def check(ctx: click.Context, targets: tuple[str, ...], **given: Any) -> None:
+def check(ctx: click.Context, /, targets: tuple[str, ...], **given: Any) -> None:
     """Check the losses in TARGETS: files, folders, dotted modules or FILE::NAME."""
     cwd = Path.cwd()
     try:
@@ -310,8 +319,8 @@ def render(report: Any, values: dict[str, Any], fail_on: str, to_file: bool) -> 
         from lossdiag.report import junit
 
         return junit.render(report, fail_on=fail_on)
-    module = __import__(f"lossdiag.report.{fmt}", fromlist=["render"])
-    return module.render(report)
+    render_format: Callable[[Any], str] = importlib.import_module(f"lossdiag.report.{fmt}").render
+    return render_format(report)
 
 
 def _emit(report: Any, values: dict[str, Any], out_path: Path | None, fail_on: str) -> None:

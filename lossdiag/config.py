@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lossdiag import settings
-from lossdiag.selection import code_prefix  # noqa: F401  (kept importable from here)
+from lossdiag.selection import code_prefix as code_prefix  # re-exported: kept importable from here
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,9 +41,11 @@ class FileConfig:
 
 def _parse(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        # annotated: mypy checks as Python 3.10, where `tomllib` is the tomli backport, absent (Any) on 3.11+
+        table: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot parse: {exc}") from None
+    return table
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -69,7 +71,8 @@ def load(path: Path) -> FileConfig:
         try:
             values[settings.BY_KEY[key].name] = settings.from_toml(key, value)
         except ValueError as exc:
-            where = f"{key}.{exc.subkey}" if getattr(exc, "subkey", "") else key
+            subkey = exc.subkey if isinstance(exc, settings.SettingError) else ""
+            where = f"{key}.{subkey}" if subkey else key
             raise ConfigError(f"{path}: [tool.lossdiag] {where}: {exc}") from None
     return FileConfig(path, values)
 

@@ -16,8 +16,12 @@ from typing import Any
 from lossdiag import flavour, script
 from lossdiag.flavour import Keras2Evidence
 
-# Targets moved to lossdiag.targets; re-exported here so that existing imports keep working.
-from lossdiag.targets import Target, TargetError, display_path, resolve_targets  # noqa: F401
+# Targets moved to lossdiag.targets; re-exported here (`X as X`: an explicit re-export) so that
+# existing imports keep working.
+from lossdiag.targets import Target as Target
+from lossdiag.targets import TargetError as TargetError
+from lossdiag.targets import display_path as display_path
+from lossdiag.targets import resolve_targets as resolve_targets
 
 # Names that make a two-argument function (or a module-level object) read as a loss. The ast
 # pre-scan uses them so that a training script's `train(model, data)` never gets imported.
@@ -153,7 +157,7 @@ def _is_two_arg_loss(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda, 
 
 def _returns_loss_closure(node: ast.FunctionDef, loss_classes: set[str]) -> bool:
     """A factory: every parameter defaulted, and it returns a nested loss function, lambda or Loss."""
-    names, required = _positional(node.args)
+    _, required = _positional(node.args)
     if required or _required_kwonly(node.args) or node.args.vararg:
         return False
     inner = {
@@ -161,16 +165,18 @@ def _returns_loss_closure(node: ast.FunctionDef, loss_classes: set[str]) -> bool
         for n in ast.walk(node)
         if isinstance(n, ast.FunctionDef) and n is not node and _positional(n.args)[1] >= 2
     }
-    for ret in (n for n in ast.walk(node) if isinstance(n, ast.Return) and n.value is not None):
-        value = ret.value
-        if isinstance(value, ast.Name) and value.id in inner:
-            return True
-        if isinstance(value, ast.Lambda) and len(_positional(value.args)[0]) >= 2:
-            return True
-        if isinstance(value, ast.Call) and (callee := _call_name(value)):
-            if "loss" in callee.lower() or callee in loss_classes:
-                return True
-    return False
+    returned = (n.value for n in ast.walk(node) if isinstance(n, ast.Return) and n.value is not None)
+    return any(_is_returned_loss(value, inner, loss_classes) for value in returned)
+
+
+def _is_returned_loss(value: ast.expr, inner: set[str], loss_classes: set[str]) -> bool:
+    """A factory's return value that is a loss: a nested two-argument function, a lambda, or a Loss built."""
+    if isinstance(value, ast.Name):
+        return value.id in inner
+    if isinstance(value, ast.Lambda):
+        return len(_positional(value.args)[0]) >= 2
+    callee = _call_name(value)  # "" for anything but a call
+    return bool(callee) and ("loss" in callee.lower() or callee in loss_classes)
 
 
 def _call_name(call: ast.expr) -> str:
@@ -337,9 +343,10 @@ def _scan_tree(tree: ast.Module) -> list[AstCandidate]:
                 found.append(AstCandidate(node.name, "factory", node.lineno))
         elif isinstance(node, ast.ClassDef) and node.name in loss_classes:
             found.append(AstCandidate(node.name, "class", node.lineno))
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            if _is_loss_assignment(node, loss_classes, factories, functions):
-                found.append(AstCandidate(_assigned_name(node), "assign", node.lineno))
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and _is_loss_assignment(
+            node, loss_classes, factories, functions
+        ):
+            found.append(AstCandidate(_assigned_name(node), "assign", node.lineno))
     return found
 
 
@@ -381,7 +388,7 @@ class _Use:
 def _per_output(value: ast.expr) -> Iterator[tuple[ast.expr, str | None]]:
     """compile(loss=...) values with the output each is for: a dict by name, a list by position."""
     if isinstance(value, ast.Dict):
-        for key, item in zip(value.keys, value.values):
+        for key, item in zip(value.keys, value.values, strict=True):  # parallel lists in every ast.Dict
             if key is None:
                 continue
             name = key.value if isinstance(key, ast.Constant) and isinstance(key.value, str) else ast.unparse(key)
@@ -411,7 +418,7 @@ def _dict_values(value: ast.expr, module_dicts: dict[str, ast.Dict]) -> list[ast
     if not isinstance(value, ast.Dict):
         return []
     out: list[ast.expr] = []
-    for key, item in zip(value.keys, value.values):
+    for key, item in zip(value.keys, value.values, strict=True):  # parallel lists in every ast.Dict
         out += _dict_values(item, module_dicts) if key is None else [item]
     return out
 
@@ -420,9 +427,8 @@ def _call_uses(call: ast.Call, module_dicts: dict[str, ast.Dict]) -> list[_Use]:
     keywords = {kw.arg: kw.value for kw in call.keywords if kw.arg}
     out = _compile_uses(call, keywords)
     func = call.func
-    if isinstance(func, ast.Attribute) and func.attr == "get" and call.args:
-        if _dotted_text(func.value).rsplit(".", 1)[-1] == "losses":  # keras.losses.get(fn)
-            out.append(_Use(call.args[0], "losses.get"))
+    if _is_losses_get(call):
+        out.append(_Use(call.args[0], "losses.get"))
     registry = None
     if "custom_objects" in keywords:  # load_model(..., custom_objects={...})
         registry = keywords["custom_objects"]
@@ -436,7 +442,18 @@ def _call_uses(call: ast.Call, module_dicts: dict[str, ast.Dict]) -> list[_Use]:
     return out
 
 
-def _compile_uses(call: ast.Call, keywords: dict[str | None, ast.expr]) -> list[_Use]:
+def _is_losses_get(call: ast.Call) -> bool:
+    """`keras.losses.get(fn)`, `tf.keras.losses.get(fn)`, `losses.get(fn)`."""
+    func = call.func
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr == "get"
+        and bool(call.args)
+        and _dotted_text(func.value).rsplit(".", 1)[-1] == "losses"
+    )
+
+
+def _compile_uses(call: ast.Call, keywords: dict[str, ast.expr]) -> list[_Use]:
     """`*.compile(optimizer, loss, ..., metrics=...)`: the losses per output, and the metrics."""
     if not (isinstance(call.func, ast.Attribute) and call.func.attr == "compile"):
         return []
@@ -449,7 +466,7 @@ def _compile_uses(call: ast.Call, keywords: dict[str | None, ast.expr]) -> list[
 
 
 def _dotted_text(node: ast.expr) -> str:
-    parts = []
+    parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.insert(0, node.attr)
         node = node.value
@@ -500,32 +517,52 @@ def _is_local_module(module: str, level: int, local_roots: Sequence[Path]) -> bo
     return bool(top) and any((root / f"{top}.py").is_file() or (root / top).is_dir() for root in local_roots)
 
 
+@dataclass(frozen=True)
+class _ModuleNames:
+    """What a module's top level binds, for deciding which used objects it defines itself."""
+
+    bound: dict[str, tuple[int, str]]  # name → (line, category), without what only `__main__` binds
+    imports: dict[str, tuple[str, int]]  # name → (module it comes from, relative-import level)
+    definitions: set[str]  # the bound names that are the module's own definitions
+    local_roots: Sequence[Path]  # folders whose modules count as the user's, not a library's
+
+
 def _use_candidates(tree: ast.Module, local_roots: Sequence[Path]) -> list[AstCandidate]:
     # What `__main__` binds is the run's configuration, not a loss the module defines: not buildable.
     bound = {name: where for name, where in script.bindings(tree).items() if where[1] != "main"}
-    imports = _import_origins(tree)
     definitions = {name for name, (_, category) in bound.items() if category == "definition"}
-    out: list[AstCandidate] = []
-    for use in _uses(tree):
-        node = use.node
-        outputs = (use.output,) if use.output is not None else ()
-        if isinstance(node, ast.Name):
-            if node.id in bound and bound[node.id][1] != "import":
-                out.append(AstCandidate(node.id, "use", bound[node.id][0], outputs=outputs, via=(use.via,)))
-            continue
-        if isinstance(node, (ast.Constant, ast.Starred)):
-            continue
-        free = script.node_names(node)
-        root = _root_name(node)
-        if root in imports and not (free & definitions):
-            module, level = imports[root]
-            if not (isinstance(node, ast.Call) and _is_local_module(module, level, local_roots)):
-                continue  # Keras' own (keras.losses.Huber()) or another module's object: not defined here
-        if free - set(bound) - script.BUILTIN_NAMES:
-            continue  # reads a function's local variables: it cannot be built from the module alone
-        text = ast.unparse(node)
-        out.append(AstCandidate(text, "expr", node.lineno, expr=text, outputs=outputs, via=(use.via,)))
-    return out
+    names = _ModuleNames(bound, _import_origins(tree), definitions, local_roots)
+    return [c for c in (_use_candidate(use, names) for use in _uses(tree)) if c is not None]
+
+
+def _use_candidate(use: _Use, names: _ModuleNames) -> AstCandidate | None:
+    """The candidate one use names: a module-level name, or an expression buildable from the module alone."""
+    node = use.node
+    outputs = (use.output,) if use.output is not None else ()
+    if isinstance(node, ast.Name):
+        where = names.bound.get(node.id)
+        if where is None or where[1] == "import":
+            return None
+        return AstCandidate(node.id, "use", where[0], outputs=outputs, via=(use.via,))
+    if isinstance(node, (ast.Constant, ast.Starred)):
+        return None
+    free = script.node_names(node)
+    if _is_imported_object(node, free, names):
+        return None  # Keras' own (keras.losses.Huber()) or another module's object: not defined here
+    if free - set(names.bound) - script.BUILTIN_NAMES:
+        return None  # reads a function's local variables: it cannot be built from the module alone
+    text = ast.unparse(node)
+    return AstCandidate(text, "expr", node.lineno, expr=text, outputs=outputs, via=(use.via,))
+
+
+def _is_imported_object(node: ast.expr, free: frozenset[str], names: _ModuleNames) -> bool:
+    """An expression rooted at an imported name, built from none of the module's definitions, and not a
+    call into a module of the user's own folder."""
+    root = _root_name(node)
+    if root not in names.imports or free & names.definitions:
+        return False
+    module, level = names.imports[root]
+    return not (isinstance(node, ast.Call) and _is_local_module(module, level, names.local_roots))
 
 
 def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
@@ -561,7 +598,7 @@ def _constructor_needs(node: ast.ClassDef, classes: dict[str, ast.ClassDef], dep
         if isinstance(item, ast.FunctionDef) and item.name == "__init__":
             names, required = _positional(item.args)
             needed = names[1:required]
-            needed += [a.arg for a, d in zip(item.args.kwonlyargs, item.args.kw_defaults) if d is None]
+            needed += [a.arg for a, d in zip(item.args.kwonlyargs, item.args.kw_defaults, strict=True) if d is None]
             return needed
     for base in node.bases:
         name = _base_name(base)
@@ -580,14 +617,20 @@ def _built_classes(found: list[AstCandidate], tree: ast.Module) -> set[str]:
     factories = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     built: set[str] = set()
     for c in found:
-        if c.kind == "assign" and c.name in values:
-            built.add(_call_name(values[c.name]))
-        elif c.kind == "expr" and c.expr is not None:
-            built.add(_call_name(ast.parse(c.expr, mode="eval").body))
-        elif c.kind == "factory" and c.name in factories:
-            returns = [r.value for r in ast.walk(factories[c.name]) if isinstance(r, ast.Return) and r.value]
-            built |= {_call_name(value) for value in returns}
+        built |= _built_by(c, values, factories)
     return built
+
+
+def _built_by(c: AstCandidate, values: dict[str, ast.expr], factories: dict[str, ast.FunctionDef]) -> set[str]:
+    """The names one candidate calls to build its loss: its assigned value, its expression, its factory's returns."""
+    if c.kind == "assign" and c.name in values:
+        return {_call_name(values[c.name])}
+    if c.kind == "expr" and c.expr is not None:
+        return {_call_name(ast.parse(c.expr, mode="eval").body)}
+    if c.kind == "factory" and c.name in factories:
+        returns = [r.value for r in ast.walk(factories[c.name]) if isinstance(r, ast.Return) and r.value]
+        return {_call_name(value) for value in returns}
+    return set()
 
 
 def _drop_covered_classes(found: list[AstCandidate], tree: ast.Module) -> list[AstCandidate]:

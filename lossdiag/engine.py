@@ -161,31 +161,39 @@ def _plan(files: list[discover.Target], options: Options, cwd: Path) -> _Plan:
     by_name, by_file = _probe_overrides(options, cwd)
     scans = [discover.scan_file(target.path, target.names) for target in files]
     discover.check_probe_keys(options.probes, scans, cwd)
-    for target, scan in zip(files, scans):
-        display = discover.display_path(target.path, cwd)
-        if scan.syntax_error is not None:
-            message, line = scan.syntax_error
-            plan.errors.append(LoadError(display, "LD001", message, line))
-            continue
-        wanted = [c for c in scan.candidates if target.names is None or c.name in target.names]
-        if not wanted and target.names is None:
-            plan.without.append(display)
-            continue
+    for target, scan in zip(files, scans, strict=True):  # one scan per target
         overrides = {**by_name, **by_file.get(target.path.resolve(), {})}
-        names = None if target.names is None else sorted(target.names)
-        lines = {c.name: c.line for c in scan.candidates}
-        # the worker gets each pinned layout with where it came from (given or config): JSON probe.source
-        probes = {name: [spec, source] for name, (spec, source) in overrides.items()}
-        legacy = options.legacy_keras if options.legacy_keras is not None else scan.keras2 is not None
-        if options.legacy_keras is None and scan.keras2 is not None:
-            plan.log.append(f"{display}: judged Keras 2 ({scan.keras2.reason}): run on tf_keras")
-        plan.jobs.append(ModuleJob(
-            target.path, scan.module, scan.sys_path_root, names, probes, lines,
-            legacy=legacy, scan=scan, switch=options.legacy_keras is None,
-        ))
-        plan.counts[target.path] = len(names) if names is not None else len(wanted)
-        plan.candidates += plan.counts[target.path]
+        _plan_module(plan, target, scan, overrides, options, cwd)
     return plan
+
+
+def _plan_module(
+    plan: _Plan, target: discover.Target, scan: discover.FileScan, overrides: dict[str, Override], options: Options,
+    cwd: Path,
+) -> None:
+    """Add one scanned file to the plan: its syntax error, that it has no losses, or a job to run."""
+    display = discover.display_path(target.path, cwd)
+    if scan.syntax_error is not None:
+        message, line = scan.syntax_error
+        plan.errors.append(LoadError(display, "LD001", message, line))
+        return
+    wanted = [c for c in scan.candidates if target.names is None or c.name in target.names]
+    if not wanted and target.names is None:
+        plan.without.append(display)
+        return
+    names = None if target.names is None else sorted(target.names)
+    lines = {c.name: c.line for c in scan.candidates}
+    # the worker gets each pinned layout with where it came from (given or config): JSON probe.source
+    probes = {name: [spec, source] for name, (spec, source) in overrides.items()}
+    legacy = options.legacy_keras if options.legacy_keras is not None else scan.keras2 is not None
+    if options.legacy_keras is None and scan.keras2 is not None:
+        plan.log.append(f"{display}: judged Keras 2 ({scan.keras2.reason}): run on tf_keras")
+    plan.jobs.append(ModuleJob(
+        target.path, scan.module, scan.sys_path_root, names, probes, lines,
+        legacy=legacy, scan=scan, switch=options.legacy_keras is None,
+    ))
+    plan.counts[target.path] = len(names) if names is not None else len(wanted)
+    plan.candidates += plan.counts[target.path]
 
 
 def _run(

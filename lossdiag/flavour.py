@@ -182,8 +182,9 @@ def _attribute_sign(node: ast.Attribute, aliases: dict[str, str]) -> _Sign | Non
 def _call_sign(node: ast.Call, aliases: dict[str, str]) -> _Sign | None:
     line = node.lineno
     for kw in node.keywords:
-        if kw.arg == "reduction" and isinstance(kw.value, ast.Constant) and str(kw.value.value).lower() == "auto":
-            return _Sign(False, line, f'`reduction="{kw.value.value}"` at line {line}; Keras 3 has no "auto" reduction')
+        value = kw.value.value if isinstance(kw.value, ast.Constant) else None
+        if kw.arg == "reduction" and isinstance(value, str) and value.lower() == "auto":
+            return _Sign(False, line, f'`reduction="{value}"` at line {line}; Keras 3 has no "auto" reduction')
     func = node.func
     callee = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
     if callee in _OPTIMIZERS and any(kw.arg == "lr" for kw in node.keywords):

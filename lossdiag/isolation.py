@@ -13,6 +13,7 @@ an idle laptop and on a loaded CI runner, however many calls it takes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import selectors
@@ -54,7 +55,7 @@ class ModuleJob:
     module: str
     root: Path
     names: list[str] | None = None
-    probes: dict[str, str] = field(default_factory=dict)
+    probes: dict[str, list[str]] = field(default_factory=dict)  # loss name → [layout spec, "given" | "config"]
     lines: dict[str, int] = field(default_factory=dict)  # where each candidate is defined
     legacy: bool = False  # run it on tf_keras (Keras 2) rather than Keras 3
     scan: discover.FileScan | None = None  # the parent's ast scan, sent so the worker need not redo it
@@ -125,7 +126,7 @@ def collapse_repeats(text: str, limit: int = 40) -> str:
         counts[line] = counts.get(line, 0) + 1
     lines = [line if n == 1 else f"{line}  (×{n})" for line, n in counts.items()]
     if len(lines) > limit:
-        lines = lines[:limit] + [f"... and {len(lines) - limit} more distinct lines"]
+        lines = [*lines[:limit], f"... and {len(lines) - limit} more distinct lines"]
     return "\n".join(lines)
 
 
@@ -358,10 +359,8 @@ class Worker:
             procs.kill_tree(self.proc.pid)
         self.proc.wait()
         for fd in (self.requests, self.events, self.output_fd):
-            try:
+            with contextlib.suppress(OSError):  # already closed
                 os.close(fd)
-            except OSError:
-                pass
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
@@ -520,10 +519,8 @@ class Session:
         if worker in self.workers:
             self.workers.remove(worker)
         for fd in (worker.events, worker.output_fd):
-            try:
+            with contextlib.suppress(KeyError, ValueError):  # never registered, or already closed
                 self.selector.unregister(fd)
-            except (KeyError, ValueError):
-                pass
         worker.kill()
 
     # the loop: wait for events, then look at the limits

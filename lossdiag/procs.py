@@ -5,6 +5,7 @@ Elsewhere these are no-ops or best effort: the worker still runs, it only cleans
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -86,10 +87,8 @@ def descendants(pid: int, spare: frozenset[int] = frozenset()) -> set[int]:
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone, or no longer ours
         os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def kill_descendants(pid: int, keep: frozenset[int] = frozenset()) -> int:
@@ -111,10 +110,8 @@ def kill_tree(pid: int) -> None:
     """SIGKILL `pid`, its process group and every descendant (even those that left the group)."""
     _signal(pid, signal.SIGSTOP)
     kill_descendants(pid)
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # no such group left, or no longer ours
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     _signal(pid, signal.SIGKILL)
 
 

@@ -149,7 +149,7 @@ class ModuleAnalysis:
         """
         needed = set(roots)
         kept = [s.category in always for s in self.statements]
-        for s, keep in zip(self.statements, kept):
+        for s, keep in zip(self.statements, kept, strict=True):
             if keep:
                 needed |= s.reads_now | s.reads_later
         changed = True
@@ -166,15 +166,16 @@ class ModuleAnalysis:
         """What the roots need, plus every import and every definition that can run without the rest."""
         _, kept = self.closure(roots)
         essential = frozenset(i for i, k in enumerate(kept) if k)
-        kept = [k or s.category == "import" for s, k in zip(self.statements, kept)]
+        kept = [k or s.category == "import" for s, k in zip(self.statements, kept, strict=True)]
         runnable = self._runnable_definitions(kept)
         kept = [k or i in runnable for i, k in enumerate(kept)]
         return Plan(tuple(i for i, k in enumerate(kept) if k), essential, self._skipped(kept))
 
     def _runnable_definitions(self, kept: list[bool]) -> set[int]:
         """Definitions whose decorators, defaults and bases read nothing that only skipped code binds."""
-        bound = {n for s, k in zip(self.statements, kept) if k or s.category == "definition" for n in s.binds}
-        skipped_only = {n for s, k in zip(self.statements, kept) if not k for n in s.binds} - bound
+        pairs = list(zip(self.statements, kept, strict=True))
+        bound = {n for s, k in pairs if k or s.category == "definition" for n in s.binds}
+        skipped_only = {n for s, k in pairs if not k for n in s.binds} - bound
         return {
             i for i, s in enumerate(self.statements)
             if s.category == "definition" and not kept[i] and not s.reads_now & skipped_only
@@ -183,7 +184,7 @@ class ModuleAnalysis:
     def _skipped(self, kept: list[bool]) -> tuple[SkippedRange, ...]:
         ranges: list[SkippedRange] = []
         run: list[Statement] = []
-        for s, keep in [*zip(self.statements, kept), (None, True)]:
+        for s, keep in [*zip(self.statements, kept, strict=True), (None, True)]:
             if not keep and s is not None:
                 run.append(s)
                 continue
@@ -198,7 +199,10 @@ class ModuleAnalysis:
     def statement_code(self, index: int) -> CodeType:
         """One top-level statement compiled alone, with the file's name, lines and future flags."""
         module = ast.Module(body=[self.tree.body[index]], type_ignores=[])
-        return compile(module, self.filename, "exec", flags=self.future_flags, dont_inherit=True)
+        # typeshed types compile() as Any for flags that are not a literal 0 (ast.PyCF_ONLY_AST would make
+        # it return an AST); these flags hold `from __future__` features only, so it returns code.
+        code: CodeType = compile(module, self.filename, "exec", flags=self.future_flags, dont_inherit=True)
+        return code
 
     def main_only(self, roots: Iterable[str]) -> tuple[str, int] | None:
         """A global the roots read that only `if __name__ == "__main__":` sets: (name, line it is set)."""
@@ -423,7 +427,7 @@ def _is_import_block(node: ast.Try) -> bool:
 
 
 def _dotted(node: ast.expr) -> str:
-    parts = []
+    parts: list[str] = []
     while isinstance(node, (ast.Attribute, ast.Subscript)):
         if isinstance(node, ast.Attribute):
             parts.insert(0, node.attr)
@@ -476,17 +480,28 @@ def _scope_names(node: ast.AST) -> tuple[set[str], set[str]]:
     stores: set[str] = set()
     local: set[str] = set()
     for n in _walk_scope(node):
-        if isinstance(n, ast.Name):
-            (loads if isinstance(n.ctx, ast.Load) else stores).add(n.id)
-        elif isinstance(n, ast.Import):
-            stores |= {a.asname or a.name.split(".")[0] for a in n.names}
-        elif isinstance(n, ast.ImportFrom):
-            stores |= {a.asname or a.name for a in n.names if a.name != "*"}
-        elif (isinstance(n, ast.ExceptHandler) and n.name) or isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            stores.add(n.name)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+            loads.add(n.id)
         elif isinstance(n, _COMPREHENSIONS):
             local |= {t.id for g in n.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
+        else:
+            stores |= _bound_by(n)
     return loads - local, stores - local
+
+
+def _bound_by(n: ast.AST) -> set[str]:
+    """The names one node binds in its own scope: a stored name, an import, `except ... as`, a definition."""
+    if isinstance(n, ast.Name):  # a Store or Del context: `del x` counts as binding, as Python's scoping does
+        return {n.id}
+    if isinstance(n, ast.Import):
+        return {a.asname or a.name.split(".")[0] for a in n.names}
+    if isinstance(n, ast.ImportFrom):
+        return {a.asname or a.name for a in n.names if a.name != "*"}
+    if isinstance(n, ast.ExceptHandler):
+        return {n.name} if n.name else set()
+    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {n.name}
+    return set()
 
 
 def _loop_targets(node: ast.stmt) -> set[str]:
@@ -523,9 +538,14 @@ def _mutated(node: ast.stmt) -> set[str]:
             targets = [n.target]
         elif isinstance(n, ast.Delete):
             targets = n.targets
-        elif isinstance(n, ast.Expr) and isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Attribute):
-            if not _RUNS.match(n.value.func.attr) and (root := _root(n.value.func.value)):
-                out.add(root)
+        elif (
+            isinstance(n, ast.Expr)
+            and isinstance(n.value, ast.Call)
+            and isinstance(n.value.func, ast.Attribute)
+            and not _RUNS.match(n.value.func.attr)
+            and (root := _root(n.value.func.value))
+        ):
+            out.add(root)
         out |= {root for t in targets if isinstance(t, (ast.Subscript, ast.Attribute)) and (root := _root(t))}
     return out
 

@@ -12,7 +12,7 @@ starts a fresh worker for the next module.
 
 from __future__ import annotations
 
-import _signal
+import contextlib
 import gc
 import importlib
 import io
@@ -29,9 +29,14 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossdiag import procs
+
+if TYPE_CHECKING:  # typeshed has no stub for the C module; `signal` re-exports its functions, so type them so
+    import signal as _signal
+else:  # the C module: no enum conversion on every call (this runs after each loss)
+    import _signal
 
 # The library modules a loss most likely patches; checked after every loss (the rest after each module).
 _FAST_CLASS_MODULES = ("keras.losses", "keras.src.losses.loss", "keras.src.losses.losses", "tf_keras.losses",
@@ -144,19 +149,15 @@ class ProcessState:
             _signal.sigtimedwait([sig], 0)  # a signal that arrived while blocked must not fire later
         for sig, handler in self.handlers.items():
             if handler is not None and _signal.getsignal(sig) is not handler:
-                try:
+                with contextlib.suppress(OSError, ValueError, TypeError):  # best effort: a signal Python may not set
                     _signal.signal(sig, handler)
-                except (OSError, ValueError, TypeError):
-                    pass
         _signal.pthread_sigmask(_signal.SIG_SETMASK, self.mask)
 
     def files(self) -> None:
         """fds 0-2 and sys.stdin/stdout/stderr, even if a loss closed or replaced them."""
         for fd, copy in self.fds.items():
-            try:
+            with contextlib.suppress(OSError):  # best effort: the streams are put back below in any case
                 os.dup2(copy, fd)
-            except OSError:
-                pass
         for name, (saved, fd, mode) in list(self.streams.items()):
             if saved.closed:  # a loss closed it: a fresh wrapper on the same file descriptor
                 raw = os.fdopen(fd, mode + "b", closefd=False)
@@ -187,6 +188,8 @@ class ProcessState:
         gc.set_threshold(*thresholds)
         (gc.enable if gc_on else gc.disable)()
         filters, show, fmt = self.warnings
+        # typeshed types warnings.filters as a read-only Sequence (it is a list) and has no _filters_mutated,
+        # the private call that makes the warnings module notice the change
         warnings.filters[:] = filters  # type: ignore[index]
         warnings._filters_mutated()  # type: ignore[attr-defined]
         warnings.showwarning, warnings.formatwarning = show, fmt
@@ -198,10 +201,8 @@ class ProcessState:
 
     def flush(self) -> None:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):  # closed or broken by the loss; put back by files()
                 stream.flush()
-            except (OSError, ValueError):  # closed or broken by the loss; put back by files()
-                pass
 
 
 # --- imports -----------------------------------------------------------------------------------
@@ -442,10 +443,8 @@ class FrameworkState:
         setters = self._setters()
         for key, value in state.items():
             if now.get(key, _MISSING) != value:
-                try:
+                with contextlib.suppress(Exception):  # best effort: never let a reset end the worker
                     setters[key](value)
-                except Exception:  # best effort: never let a reset end the worker
-                    pass
         self.debugging_off()
         self.reseed()
 
@@ -456,16 +455,12 @@ class FrameworkState:
 
         debugging = self.tf.debugging
         for disable in (debugging.disable_check_numerics, debugging.experimental.disable_dump_debug_info):
-            try:
+            with contextlib.suppress(Exception):  # best effort, as every reset
                 disable()
-            except Exception:
-                pass
         ctx = context.context()
         for callback in list(ctx.op_callbacks):
-            try:
+            with contextlib.suppress(Exception):  # best effort, as every reset
                 ctx.remove_op_callback(callback)
-            except Exception:
-                pass
 
     def unchangeable(self) -> dict[str, Any]:
         """Modes that cannot be switched back in a running process."""
@@ -495,10 +490,8 @@ class FrameworkState:
         np.random.seed(self.seed % 2**32)
         self.tf.random.set_seed(self.seed)
         if not self.legacy:
-            try:
+            with contextlib.suppress(Exception):  # best effort, as every reset
                 self.keras.utils.set_random_seed(self.seed)  # also resets keras.random's generator
-            except Exception:
-                pass
 
 
 # --- all of it ---------------------------------------------------------------------------------

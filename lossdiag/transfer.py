@@ -32,6 +32,10 @@ from typing import Any
 MODULE_PREFIX = "_lossdiag_check_loss_"
 
 
+# The statement (or lambda) that defines a function, lambda or class.
+Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda
+
+
 class TransferError(ValueError):
     """The object cannot be sent to the worker; the message says what could not be, and what to do."""
 
@@ -43,7 +47,7 @@ class Source:
     kind: str  # function | lambda | class
     name: str
     filename: str
-    node: ast.AST  # the `def`/`class` statement or the lambda, with the file's own line numbers
+    node: Definition  # the `def`/`class` statement or the lambda, with the file's own line numbers
     namespace: dict[str, Any]  # globals and closure values it reads (and its default values)
 
 
@@ -127,10 +131,10 @@ def _file_tree(filename: str) -> ast.Module:
     return ast.parse("".join(lines), filename=filename)
 
 
-def _statement(tree: ast.Module, obj: Any) -> ast.AST | None:
+def _statement(tree: ast.Module, obj: Any) -> Definition | None:
     """The `def`, `class` or lambda that defines `obj` in its file's tree."""
     if isinstance(obj, type):
-        kinds: tuple[type, ...] = (ast.ClassDef,)
+        kinds: tuple[type[Definition], ...] = (ast.ClassDef,)
         line = _class_line(obj)
     else:
         kinds = (ast.Lambda,) if obj.__name__ == "<lambda>" else (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -138,12 +142,17 @@ def _statement(tree: ast.Module, obj: Any) -> ast.AST | None:
     found = [
         node for node in ast.walk(tree)
         if isinstance(node, kinds) and _first_line(node) == line
-        and (isinstance(node, ast.Lambda) or getattr(node, "name", None) == obj.__name__)
+        and (isinstance(node, ast.Lambda) or node.name == obj.__name__)
     ]
     if len(found) > 1 and isinstance(obj, types.FunctionType):  # two lambdas on one line: match parameters
         params = obj.__code__.co_varnames[: obj.__code__.co_argcount]
-        found = [n for n in found if tuple(a.arg for a in n.args.args) == params]  # type: ignore[attr-defined]
+        found = [n for n in found if _parameters(n) == params]
     return found[0] if len(found) == 1 else None
+
+
+def _parameters(node: Definition) -> tuple[str, ...] | None:
+    """The positional parameter names of a `def` or lambda (None for a class)."""
+    return None if isinstance(node, ast.ClassDef) else tuple(a.arg for a in node.args.args)
 
 
 def _class_line(cls: type) -> int:
@@ -155,23 +164,23 @@ def _class_line(cls: type) -> int:
         return -1
 
 
-def _first_line(node: ast.AST) -> int:
-    decorators = getattr(node, "decorator_list", [])
-    return min([node.lineno, *(d.lineno for d in decorators)])  # type: ignore[attr-defined]
+def _first_line(node: Definition) -> int:
+    decorators = [] if isinstance(node, ast.Lambda) else node.decorator_list
+    return min([node.lineno, *(d.lineno for d in decorators)])
 
 
-def _with_placeholders(node: ast.AST, obj: Any) -> tuple[ast.AST, dict[str, Any]]:
+def _with_placeholders(node: Definition, obj: Any) -> tuple[Definition, dict[str, Any]]:
     """The statement with its default values replaced by names bound to the values themselves: defaults
     are evaluated where the function was defined, which the worker cannot see."""
-    if not isinstance(obj, types.FunctionType):
+    if not isinstance(obj, types.FunctionType) or isinstance(node, ast.ClassDef):  # a class: no defaults
         return node, {}
-    args = node.args  # type: ignore[attr-defined]
+    args = node.args
     values: dict[str, Any] = {}
     for i, value in enumerate(obj.__defaults__ or ()):
         key = f"_lossdiag_default_{i}"
         args.defaults[i] = ast.copy_location(ast.Name(key, ast.Load()), args.defaults[i])
         values[key] = value
-    for i, (arg, default) in enumerate(zip(args.kwonlyargs, args.kw_defaults)):
+    for i, (arg, default) in enumerate(zip(args.kwonlyargs, args.kw_defaults, strict=True)):  # parallel in ast
         if default is not None:
             key = f"_lossdiag_kwdefault_{i}"
             args.kw_defaults[i] = ast.copy_location(ast.Name(key, ast.Load()), default)
@@ -190,7 +199,7 @@ def _scopes(obj: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     ]
     closure: dict[str, Any] = {}
     for fn in functions:
-        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True):  # a cell per free name
             if name != "__class__":
                 try:
                     closure[name] = cell.cell_contents
@@ -233,10 +242,13 @@ def rebuild(source: Source, module_name: str) -> Any:
     name and line numbers, in a namespace of the values it reads."""
     namespace: dict[str, Any] = {"__name__": module_name, "__builtins__": builtins, **source.namespace}
     node = source.node
+    statement: ast.stmt
     if isinstance(node, ast.Lambda):
         target = ast.Name("_lossdiag_object", ast.Store())
-        node = ast.copy_location(ast.Assign(targets=[ast.copy_location(target, node)], value=node), node)
-    tree = ast.fix_missing_locations(ast.Module(body=[node], type_ignores=[]))  # type: ignore[list-item]
+        statement = ast.copy_location(ast.Assign(targets=[ast.copy_location(target, node)], value=node), node)
+    else:
+        statement = node
+    tree = ast.fix_missing_locations(ast.Module(body=[statement], type_ignores=[]))
     exec(compile(tree, source.filename, "exec"), namespace)
     return namespace["_lossdiag_object" if source.kind == "lambda" else source.name]
 

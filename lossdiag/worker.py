@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from lossdiag import channel, discover, probe, procs, runner, script
@@ -70,7 +71,7 @@ def import_user_module(
         if entry not in sys.path:
             sys.path.insert(0, entry)
     old = sys.modules.get(name)
-    if old is not None and Path(getattr(old, "__file__", "") or "").resolve() == path.resolve():
+    if old is not None and _is_from_file(old, path):
         return old
     if old is not None and is_library(old):
         # A user file named like a module TensorFlow or Python already use (json.py, random.py):
@@ -79,10 +80,20 @@ def import_user_module(
     sys.modules.pop(name, None)
     if "." in name and definitions is None:
         module = importlib.import_module(name)
-        if Path(module.__file__ or "").resolve() == path.resolve():
+        if _is_from_file(module, path):
             return module
         sys.modules.pop(name, None)
-    # Load from the file itself: a same-named module elsewhere on sys.path must not shadow it.
+    return _load_file(name, path, definitions, notes)
+
+
+def _is_from_file(module: ModuleType, path: Path) -> bool:
+    """Whether a module object was loaded from `path`."""
+    return Path(getattr(module, "__file__", "") or "").resolve() == path.resolve()
+
+
+def _load_file(name: str, path: Path, definitions: dict[str, frozenset[str]] | None, notes: list[str] | None) -> Any:
+    """Load `path` as module `name` from the file itself: a same-named module elsewhere on sys.path must
+    not shadow it. With `definitions`, only what they need runs (`script.import_definitions`)."""
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")

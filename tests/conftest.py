@@ -19,8 +19,12 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # for annotations only: report_from_json imports lossdiag.models when it runs
+    from lossdiag.models import Report
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures"

@@ -45,7 +45,7 @@ def test_every_engine_option_but_probe_sources_is_an_api_option():
     ({"trace": "no"}, "trace='no': expected true or false"),
 ])  # fmt: skip
 def test_a_bad_option_value_is_a_value_error_naming_it(given, message):
-    with pytest.raises(ValueError, match="^lossdiag: ") as caught:
+    with pytest.raises(ValueError, match=r"^lossdiag: ") as caught:
         api.options(**given)
     assert message in str(caught.value)
 
@@ -131,7 +131,7 @@ def test_check_loss_on_a_partial_points_at_its_function(fixture_modules):
 def test_check_loss_on_a_lambda_and_a_suppressed_local_function_points_at_this_file(fixture_modules):
     from keras import ops
 
-    summed = lambda y_true, y_pred: ops.sum(ops.square(y_true - y_pred))
+    summed = lambda y_true, y_pred: ops.sum(ops.square(y_true - y_pred))  # noqa: E731 - a lambda is what is tested
     result = lossdiag.check_loss(summed, cwd=REPO)
     line = summed.__code__.co_firstlineno
     assert (result.id, result.line, result.file) == ("tests/test_api.py::<lambda>", line, "tests/test_api.py")

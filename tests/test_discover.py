@@ -121,7 +121,7 @@ def test_resolve_files_folders_dotted_and_names(tmp_path, monkeypatch):
 
 
 def test_missing_target_is_an_error(tmp_path):
-    with pytest.raises(discover.TargetError, match="no_such.py: no such file"):
+    with pytest.raises(discover.TargetError, match=r"no_such\.py: no such file"):
         discover.resolve_targets(["no_such.py"], tmp_path)
 
 

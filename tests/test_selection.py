@@ -325,7 +325,7 @@ def test_example_5_force_exclude_applies_exclude_to_named_files(tmp_path, how):
     assert rc == 0, out + err
     report = json.loads(out)
     assert report["results"] == [] and report["errors"] == [] and report["summary"]["losses"] == 0
-    assert "0 losses in 0 files" in run_cli([*args[:2], "--format", "concise"] + args[4:], tmp_path)[2]
+    assert "0 losses in 0 files" in run_cli([*args[:2], "--format", "concise", *args[4:]], tmp_path)[2]
     if how == "flag":  # without force-exclude a named file is checked even where exclude matches (as in ruff)
         assert rc2 == 0 and json.loads(out2)["files_without_losses"] == ["legacy/helpers.py"]
 

@@ -62,10 +62,10 @@ def test_a_walk_does_not_follow_links_to_folders(tmp_path):
 
 def test_a_fifo_named_on_the_command_line_is_a_usage_error_not_a_hang(tmp_path):
     os.mkfifo(tmp_path / "pipe.py")
-    with pytest.raises(targets.TargetError, match="pipe.py: a named pipe, not a regular file"):
+    with pytest.raises(targets.TargetError, match=r"pipe\.py: a named pipe, not a regular file"):
         targets.resolve(["pipe.py"], tmp_path)
     (tmp_path / "dangling.py").symlink_to(tmp_path / "nowhere.py")
-    with pytest.raises(targets.TargetError, match="dangling.py: a dangling symbolic link"):
+    with pytest.raises(targets.TargetError, match=r"dangling\.py: a dangling symbolic link"):
         targets.resolve(["dangling.py"], tmp_path)
 
 

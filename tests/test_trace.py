@@ -233,7 +233,7 @@ def test_merge_and_reduction_on_separate_lines():
     start = _flatten_on_its_own_line.__code__.co_firstlineno
     assert (trace.first("merged").file, trace.first("merged").line) == (__file__, start + 3)
     assert trace.first("reduced").line == start + 4
-    assert [e.kind for e in trace.events if e.kind != "setup"][0] == "merged"
+    assert next(e.kind for e in trace.events if e.kind != "setup") == "merged"
     assert "ops.reshape(x, (ops.shape(x)[0], -1))" in trace.hint
 
 

@@ -132,7 +132,7 @@ def to_element(report: Report, fail_on: str = "error") -> ET.Element:
         if file in errors:
             _import_case(suite, file, errors[file])
         file_results = results.get(file, [])
-        for result, name in zip(file_results, _case_names(file_results)):
+        for result, name in zip(file_results, _case_names(file_results), strict=True):
             _loss_case(suite, result, name, fail_on)
         cases = list(suite)
         counts = Counter(outcome for outcome in map(_outcome, cases) if outcome)

@@ -9,13 +9,13 @@ not a terminal) means no wrapping at all. No line ends in spaces.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
@@ -140,7 +140,7 @@ def _verdict_cell(r: LossResult) -> Cell:
     return tuple(lines)
 
 
-COLUMNS: tuple[tuple[str, str, Any], ...] = (
+COLUMNS: tuple[tuple[str, JustifyMethod, Callable[[LossResult], Cell]], ...] = (
     ("Loss", "left", _loss_cell),
     ("Probe → out", "left", _probe_cell),
     ("Expected", "right", _expected_cell),
@@ -213,11 +213,11 @@ def column_widths(results: Sequence[LossResult], width: int | None) -> list[int]
 def file_table(results: Sequence[LossResult], widths: list[int]) -> Table:
     """One file's losses (the caller prints the file's path above it)."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
-    for (header, justify, _), w in zip(COLUMNS, widths):
+    for (header, justify, _), w in zip(COLUMNS, widths, strict=True):  # column_widths gives one per column
         # no_wrap: the cells are already wrapped between tokens; rich must not wrap them again
         table.add_column(header, width=w, justify=justify, no_wrap=True, overflow="fold")
     for r in results:
-        table.add_row(*(cell_text(make(r), w) for (_, _, make), w in zip(COLUMNS, widths)))
+        table.add_row(*(cell_text(make(r), w) for (_, _, make), w in zip(COLUMNS, widths, strict=True)))
     return table
 
 
@@ -227,7 +227,7 @@ def stacked_text(r: LossResult, width: int | None) -> Text:
     verdict += [(code, _code_style(code)) for code in _codes(r)]
     verdict += [(f"({code})", "dim") for code in _suppressed_codes(r)]
     head = list(_loss_cell(r)[0].pieces) + verdict
-    where: list[Piece] = [(f"{r.file}:{r.line}", "dim")] + list(_loss_cell(r)[1].pieces[1:])
+    where: list[Piece] = [(f"{r.file}:{r.line}", "dim"), *_loss_cell(r)[1].pieces[1:]]
     lines = [Line(tuple(head)), Line(tuple(where), "  ")]
     if r.probe is not None:
         lines.append(Line((("probe", ""), *probe_pieces(r), *output_pieces(r)), "  "))
