@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import sys
 import warnings
 
@@ -28,7 +29,10 @@ def test_alarms_timers_handlers_and_pending_signals_are_reset():
     signal.alarm(30)
     signal.setitimer(signal.ITIMER_REAL, 20.0)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
-    os.kill(os.getpid(), signal.SIGUSR2)  # pending while blocked: it would end the process once unblocked
+    # pending while blocked: it would end the process once unblocked. Directed at this thread, the one
+    # that blocks it: a process-directed signal would go to another thread (TensorFlow starts many in
+    # a test process) and end the test run at once.
+    signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)
     saved.signals()
     assert signal.alarm(0) == 0
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
