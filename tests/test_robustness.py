@@ -401,7 +401,8 @@ def test_no_run_prints_a_traceback_or_an_internal_error(runs, name):
     assert run.code in (0, 1), run.err  # findings, never 2 (internal error)
     if "json" in run.args:  # 1 exactly when an error-level finding is left (warnings pass by default)
         data = json.loads(run.out)
-        failing = [f for r in data["results"] for f in r["findings"] if f["severity"] == "error" and not f["suppressed"]]
+        levels = ("error", "warning") if "warning" in run.args else ("error",)  # --fail-on warning
+        failing = [f for r in data["results"] for f in r["findings"] if f["severity"] in levels and not f["suppressed"]]
         assert run.code == (1 if failing or [e for e in data["errors"] if not e["suppressed"]] else 0)
     assert TRACEBACK not in run.out + run.err
     assert "internal error" not in run.err
