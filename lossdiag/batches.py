@@ -28,7 +28,8 @@ def make(spec: ProbeSpec, batch_size: int, seed: int, salt: int = 0) -> Batch:
     if spec.labels == "real":
         y_true, y_pred = rng.normal(size=t_shape), rng.normal(size=p_shape)
     elif spec.labels == "sparse":
-        y_true = rng.integers(0, max(classes, 1), size=t_shape)
+        low, high = (1, classes - 1) if _alignment_free(t_shape, p_shape) and classes > 2 else (0, max(classes, 1))
+        y_true = rng.integers(low, high, size=t_shape)
         y_pred = _softmax(rng.normal(size=p_shape))
     elif spec.labels == "onehot":
         ids = rng.integers(0, t_shape[-1], size=t_shape[:-1])
@@ -39,6 +40,12 @@ def make(spec: ProbeSpec, batch_size: int, seed: int, salt: int = 0) -> Batch:
     else:  # binary
         y_true, y_pred = rng.integers(0, 2, size=t_shape), rng.uniform(0.05, 0.95, size=p_shape)
     return y_true.astype("float32"), y_pred.astype("float32")
+
+
+def _alignment_free(t_shape: tuple[int, ...], p_shape: tuple[int, ...]) -> bool:
+    """Ids (B, L) against frames (B, T, V) with L != T, as CTC takes them: the ids avoid both places a
+    blank may sit (0 for tf.nn.ctc_loss, V - 1 for K.ctc_batch_cost), so a label is never a blank."""
+    return len(t_shape) == len(p_shape) - 1 and len(t_shape) > 1 and t_shape[1:] != p_shape[1:-1]
 
 
 def repeat(batch: Batch, times: int) -> Batch:
@@ -94,8 +101,9 @@ def _perfect(spec: ProbeSpec, y_true: Any, y_pred: Any) -> Any | None:
     return None
 
 
-def boundary(spec: ProbeSpec, batch_size: int, seed: int) -> Batch | None:
-    """Predictions exactly at 0 and 1: even samples get the perfect prediction, odd ones its opposite.
+def boundary(spec: ProbeSpec, batch_size: int, seed: int) -> tuple[Batch, tuple[str, str]] | None:
+    """Predictions exactly at 0 and 1, with what even and odd samples got: the perfect prediction and
+    its opposite, or (when y_pred is not shaped like several 0/1 labels) all zeros and all ones.
 
     Only for layouts whose predictions are probabilities; None for the others (a variance column or a
     regression output at exactly 0 is not a boundary case).
@@ -105,13 +113,18 @@ def boundary(spec: ProbeSpec, batch_size: int, seed: int) -> Batch | None:
     y_true, y_pred = make(spec, batch_size, seed)
     perfect = _perfect(spec, y_true, y_pred)
     if perfect is None:
-        return None
+        if y_true.ndim < 2 or y_true.shape[-1] < 2:
+            return None  # one target against a wider head: a distribution's parameters, not probabilities
+        edge = np.zeros_like(y_pred)
+        edge[1::2] = 1.0
+        return (y_true, edge), BOUNDARY_FILL_CASES
     edge = perfect.copy()
     edge[1::2] = 1.0 - perfect[1::2]
-    return y_true, edge
+    return (y_true, edge), BOUNDARY_CASES
 
 
 BOUNDARY_CASES = ("y_pred exactly equal to the 0/1 labels", "y_pred exactly opposite to the 0/1 labels (1 - y_true)")
+BOUNDARY_FILL_CASES = ("y_pred exactly 0 everywhere", "y_pred exactly 1 everywhere")
 
 
 def second_batch_size(spec: ProbeSpec, batch_size: int) -> list[int]:

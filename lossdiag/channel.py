@@ -76,25 +76,44 @@ class Reader:
         self.number = 0
         self.buffer = bytearray()
         self.pending: list[dict[str, Any]] = []  # decoded but not yet taken by read_message
+        self.error: ChannelError | None = None  # the first bad frame: everything after it is suspect
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """The messages completed by `data`. A bad frame raises ChannelError, but only after the good
+        messages before it were returned (at the next call): they were sent before the bad bytes, by
+        code that had finished, and a failure must be blamed on what ran when the bad bytes came."""
+        if self.error is not None:
+            raise self.error
         self.buffer += data
-        messages = []
+        messages: list[dict[str, Any]] = []
         while len(self.buffer) >= _HEADER.size:
-            magic, number, length, mac = _HEADER.unpack_from(self.buffer)
-            if magic != MAGIC or length > MAX_PAYLOAD:
-                raise ChannelError("bytes that are not a lossdiag message")
-            if len(self.buffer) < _HEADER.size + length:
+            try:
+                message = self._frame()
+            except ChannelError as exc:
+                self.error = exc
+                if messages:
+                    return messages
+                raise
+            if message is None:
                 break
-            payload = bytes(self.buffer[_HEADER.size : _HEADER.size + length])
-            if not hmac.compare_digest(mac, _mac(self.key, number, payload)):
-                raise ChannelError("a message that is not authentic")
-            if number != self.number + 1:
-                raise ChannelError("a message out of sequence (a duplicate, or one lost)")
-            del self.buffer[: _HEADER.size + length]
-            self.number = number
-            messages.append(_decode(payload))
+            messages.append(message)
         return messages
+
+    def _frame(self) -> dict[str, Any] | None:
+        """The next whole message at the start of the buffer (None: not all of it has come yet)."""
+        magic, number, length, mac = _HEADER.unpack_from(self.buffer)
+        if magic != MAGIC or length > MAX_PAYLOAD:
+            raise ChannelError("bytes that are not a lossdiag message")
+        if len(self.buffer) < _HEADER.size + length:
+            return None
+        payload = bytes(self.buffer[_HEADER.size : _HEADER.size + length])
+        if not hmac.compare_digest(mac, _mac(self.key, number, payload)):
+            raise ChannelError("a message that is not authentic")
+        if number != self.number + 1:
+            raise ChannelError("a message out of sequence (a duplicate, or one lost)")
+        del self.buffer[: _HEADER.size + length]
+        self.number = number
+        return _decode(payload)
 
 
 def _decode(payload: bytes) -> dict[str, Any]:
@@ -121,6 +140,8 @@ def read_exact(fd: int, size: int) -> bytes:
 def read_message(fd: int, reader: Reader) -> dict[str, Any] | None:
     """Block until the next message on `fd`; None at end of file."""
     while not reader.pending:
+        if reader.error is not None:
+            raise reader.error
         chunk = os.read(fd, 1 << 16)
         if not chunk:
             return None

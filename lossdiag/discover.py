@@ -28,7 +28,8 @@ from lossdiag.targets import resolve_targets as resolve_targets
 _LOSS_WORDS = re.compile(
     r"loss|dice|iou|jaccard|tversky|focal|entropy|mse|mae|mape|msle|rmse|error|diverg|kld?\b|"
     r"hinge|huber|logcosh|distance|contrastive|triplet|similar|score|coef|metric|likelihood|nll|"
-    r"ssim|psnr|penalt|charbonnier|smooth|l1|l2|objective|criterion|cost|bce|cce|_ce\b|^ce_|xent",
+    r"ssim|psnr|penalt|charbonnier|smooth|l1|l2|objective|criterion|cost|bce|cce|_ce\b|^ce_|xent|"
+    r"elbo|recon|ctc|bpr|pinball",
     re.IGNORECASE,
 )
 _TARGET_WORDS = re.compile(r"true|target|label|gt|ground|actual|^y$|^yt|^z$|^yz$|^t$", re.IGNORECASE)
@@ -48,6 +49,7 @@ class AstCandidate:
     via: tuple[str, ...] = ()  # how use found it: compile, metrics, losses.get, custom_objects
     swapped: bool = False  # parameters read prediction first, and nothing hands it to Keras
     main_only: tuple[str, int] | None = None  # a global it reads that only `__main__` sets (name, line)
+    main_set: tuple[str, int] | None = None  # a global it reads that is None until `__main__` sets it
 
     @property
     def roots(self) -> frozenset[str]:
@@ -237,7 +239,7 @@ def scan_source(
     except (SyntaxError, ValueError):  # symtable rejects a few things ast accepts (`nonlocal` at top level)
         analysis = None
     if analysis is not None:
-        found = [replace(c, main_only=analysis.main_only(c.roots)) for c in found]
+        found = [replace(c, main_only=analysis.main_only(c.roots), main_set=analysis.main_set(c.roots)) for c in found]
     return tuple(sorted(found, key=lambda c: (c.line, c.name)))
 
 
@@ -719,12 +721,20 @@ class Candidate:
     skipped: str | None = None
     outputs: tuple[str, ...] = ()  # the model outputs the module compiles it for
     role: str = "loss"
+    main_set: tuple[str, int] | None = None  # a global it reads that is None until `__main__` sets it
 
 
 def main_only_message(name: str, line: int) -> str:
     return (
         f'`{name}` is only set under `if __name__ == "__main__":` (line {line}), which lossdiag does not run: '
         "define it at module level"
+    )
+
+
+def main_set_hint(name: str, line: int) -> str:
+    return (
+        f'`{name}` is None at module level and only set under `if __name__ == "__main__":` (line {line}), '
+        "which lossdiag does not run: give it its value at module level (or handle None in the loss)"
     )
 
 
@@ -809,7 +819,7 @@ def materialise(
     for ac in scan.candidates:
         if not _is_built(ac, names):
             continue
-        cand = Candidate(ac.name, ac.kind, file, ac.line, outputs=ac.outputs, role=ac.role)
+        cand = Candidate(ac.name, ac.kind, file, ac.line, outputs=ac.outputs, role=ac.role, main_set=ac.main_set)
         if ac.main_only is not None:
             cand.error = main_only_message(*ac.main_only)
         elif ac.name in broken:

@@ -7,7 +7,7 @@ worker carries on with the rest. TensorFlow is imported once per worker process.
 `--timeout` bounds a single call of the user's code: one call of a loss, a module's import, or the
 building of its losses. lossdiag calls a loss about 70 times; the worker sends a heartbeat before each
 call and the clock restarts at each. Time the worker spent waiting for a CPU that other processes
-held (its run-queue wait, from /proc/PID/schedstat) is not counted, so a loss is judged the same on
+held (the run-queue wait of its most delayed thread, from /proc/PID/task/*/schedstat) is not counted, so a loss is judged the same on
 an idle laptop and on a loaded CI runner, however many calls it takes.
 """
 
@@ -264,7 +264,7 @@ class Worker:
         self.keras = ""
         self.run: _Run | None = None
         self.deadline: float | None = time.monotonic() + READY_TIMEOUT
-        self.waited = 0.0  # the main thread's run-queue wait when the clock was last started
+        self.waited: dict[int, float] = {}  # each thread's run-queue wait when the clock was last started
         self.baseline_kb = 0
         self.next_rss = 0.0
         try:
@@ -287,7 +287,8 @@ class Worker:
             raise WorkerFailed(self.death()) from None
 
     def read_events(self) -> list[dict[str, Any]]:
-        """What the worker has sent so far, without blocking; WorkerFailed for bytes that are not ours."""
+        """What the worker has sent so far, without blocking; WorkerFailed for bytes that are not ours
+        (after the good messages that came before them were taken: `corrupt` says it is pending)."""
         messages: list[dict[str, Any]] = []
         while not self.eof:
             try:
@@ -300,8 +301,16 @@ class Worker:
             try:
                 messages += self.reader.feed(chunk)
             except channel.ChannelError as exc:
-                raise WorkerFailed(f"lossdiag's channel received {exc}") from None
+                if not messages:
+                    raise WorkerFailed(f"lossdiag's channel received {exc}") from None
+                break
         return messages
+
+    @property
+    def corrupt(self) -> str | None:
+        """Why the channel went bad, once the messages before the bad bytes have been handled."""
+        error = self.reader.error
+        return None if error is None else f"lossdiag's channel received {error}"
 
     def read_output(self) -> None:
         """Move what the worker printed into the bounded tail (at most DRAIN_LIMIT bytes at a time)."""
@@ -334,13 +343,16 @@ class Worker:
     def arm(self, seconds: float | None) -> None:
         """Start the clock of one call of the user's code (None: the worker is idle)."""
         self.deadline = None if seconds is None else time.monotonic() + seconds
-        self.waited = procs.runqueue_wait(self.proc.pid) if seconds is not None else 0.0
+        self.waited = procs.thread_waits(self.proc.pid) if seconds is not None else {}
 
     def overdue(self, now: float) -> bool:
         """Past the deadline, not counting the time the machine kept the worker waiting for a CPU."""
         if self.deadline is None or now <= self.deadline:
             return False
-        return now - (procs.runqueue_wait(self.proc.pid) - self.waited) > self.deadline
+        # the thread the load delayed most since the clock started: a call is as late as its slowest step
+        waits = procs.thread_waits(self.proc.pid)
+        delay = max((wait - self.waited.get(tid, 0.0) for tid, wait in waits.items()), default=0.0)
+        return now - delay > self.deadline
 
     def check(self, now: float, timeout: float, max_kb: int) -> None:
         """WorkerFailed when the process ended, grew past `max_kb` over its baseline, or missed its deadline."""
@@ -555,7 +567,9 @@ class Session:
             if worker.ready and worker.run is not None:
                 worker.arm(self.timeout)
             handler(worker, event)
-        if worker.eof and worker in self.workers:
+        if worker.corrupt is not None:
+            self._fail(worker, worker.corrupt)  # blamed on what ran after the good messages
+        elif worker.eof and worker in self.workers:
             self.selector.unregister(worker.events)
 
     def _watch(self) -> None:
@@ -591,7 +605,11 @@ class Session:
             if run.first is not None:  # it was only trying tf_keras: its Keras-3 result stands
                 self.outcomes[run.job.path] = run.first
                 continue
-            run.outcome.load_error = (f"it needs tf_keras (Keras 2), which cannot run here: {message}", None)
+            run.outcome.load_error = (
+                f"it needs tf_keras (Keras 2), which cannot run here: {message}"
+                f"{'; install it: pip install tf_keras' if 'tf_keras' in message else ''}",
+                None,
+            )
             self._finish(run)
 
     def _crashed(self, run: _Run, reason: str, text: str) -> None:

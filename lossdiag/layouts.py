@@ -33,6 +33,9 @@ class Proposal:
     spec: ProbeSpec
     origin: str  # "source" | "name" | "ladder" (measurement.Origin)
     reason: str
+    # False when the code says its predictions are not probabilities (a `var` or `sigma` column): then
+    # no layout it falls back to is probed at exactly 0 and 1
+    probabilities: bool = True
 
 
 # The fallback, in the order a loss is tried: generic 2-D first, then images, heads, class ids, sequences.
@@ -52,6 +55,9 @@ LADDER: tuple[ProbeSpec, ...] = (
     ProbeSpec(("B", STEPS), ("B", STEPS, CLASSES + 1), "sparse"),
     ProbeSpec(("B", STEPS, 1), ("B", STEPS, 1), "real"),
 )
+
+# CTC aligns a short label sequence with many frames: ids (B, L) against per-frame probabilities (B, T, V).
+CTC_LAYOUTS: tuple[ProbeSpec, ...] = (ProbeSpec(("B", 4), ("B", 24, CLASSES + 1), "sparse"),)
 
 # Loss names that say what the loss is for, with the layouts such a loss is written for.
 _FAMILIES: tuple[tuple[str, re.Pattern[str], tuple[ProbeSpec, ...]], ...] = (
@@ -226,6 +232,7 @@ class _Facts:
     last: int | None = None  # the last axis's exact size, from an operand it met elementwise
     reshape: tuple[int, ...] | None = None  # a constant reshape target, batch axis left out
     folds: bool = False  # reshaped to (-1, d): the input is most likely wider than d, folded into rows
+    reduced: int = 0  # the rank its per-element values need to be reduced on the axes the code names
 
     def size(self, axis: int, rank: int) -> int:
         """The size the code needs of an axis of a tensor of this rank (0: no need)."""
@@ -603,11 +610,19 @@ class _Analyzer:
             elementwise = isinstance(first, _Val) and bool(first.kept or first.ranked)
             return self.merge(args, keep_exact=True) if elementwise else self.merge(args)
         if name in _REDUCTIONS:
-            self.axes(first, args[1] if len(args) > 1 else kwargs.get("axis"), node)
-            return self.weaken(first) if isinstance(first, _Val) else None
+            return self.reduction(node, name, args, kwargs)
         if name in _IMAGE_OPS:
             self.ev.vote("image", node)
         return self.merge(args + list(kwargs.values()))
+
+    def reduction(self, node: ast.Call, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        first = args[0] if args else None
+        axis = args[1] if len(args) > 1 else kwargs.get("axis")
+        keepdims = args[2] if len(args) > 2 else kwargs.get("keepdims")
+        if name in ("sum", "reduce_sum") and keepdims is True and axis == -1 and isinstance(first, _Val) and first.sole() == "P":
+            self.ev.vote("onehot", node)  # `y_pred / sum(y_pred, -1, keepdims=True)`: one distribution per sample
+        self.axes(first, axis, node)
+        return self.weaken(first) if isinstance(first, _Val) else None
 
     def axes(self, value: Any, axis: Any, node: ast.Call) -> None:
         if not isinstance(value, _Val) or not value.ranked:
@@ -616,9 +631,11 @@ class _Analyzer:
         axes = [a for a in axes if isinstance(a, int)]
         if not axes:
             return
-        rank = max(a + 1 if a >= 0 else -a for a in axes)
+        # axis=1 needs rank 2; axis=-1 too: the batch axis comes before the axes a loss reduces
+        rank = max(a + 1 if a >= 0 else 1 - a for a in axes)
         for root in value.ranked:
             facts = self.ev.facts(root)
+            facts.reduced = max(facts.reduced, rank)
             if rank > facts.rank:
                 facts.rank = rank
                 self.ev.note(f"`{_snippet(node)}`")
@@ -673,8 +690,8 @@ def _axes_of(elts: list[ast.expr]) -> list[int | None]:
 def _arith(op: ast.operator, a: float, b: float) -> Any:
     try:
         result = {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}.get(type(op))
-        if result is None and isinstance(op, ast.FloorDiv) and b:
-            result = a // b
+        if result is None and isinstance(op, (ast.FloorDiv, ast.Div)) and b:
+            result = a // b if isinstance(op, ast.FloorDiv) else a / b
         return result
     except TypeError:
         return None
@@ -700,7 +717,9 @@ def _cast(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]
 
 def _gather(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
     indices = args[1] if len(args) > 1 else kwargs.get("indices")
-    if isinstance(indices, _Val) and "T" in indices.roots:
+    axis = args[2] if len(args) > 2 else kwargs.get("axis")
+    # `take(x, argsort(time), axis=0)` reorders the samples (a Cox risk set): no class ids there
+    if isinstance(indices, _Val) and "T" in indices.roots and axis != 0:
         an.ev.vote("sparse", node)
     return an.merge(args + list(kwargs.values()))
 
@@ -746,12 +765,31 @@ def _unstack(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, A
     return an.weaken(x)
 
 
+def _squeeze(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """`squeeze(y_pred, axis=-1)`: that axis of the input has size 1 (a one-column head)."""
+    x = args[0] if args else kwargs.get("x", kwargs.get("input"))
+    axis = args[1] if len(args) > 1 else kwargs.get("axis")
+    if isinstance(x, _Val) and x.sole() is not None and isinstance(axis, int) and not isinstance(axis, bool) and axis != 0:
+        facts = an.ev.facts(next(iter(x.roots)))
+        facts.sizes.setdefault(axis, 1)
+        an.ev.note(f"`{_snippet(node)}`")
+    return an.weaken(x)
+
+
 def _vote_call(kind: str) -> Any:
     def handler(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
         an.ev.vote(kind, node)
         return an.merge(args + list(kwargs.values()))
 
     return handler
+
+
+def _number(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """`int(total / 3)` of constants is a constant (a slice bound)."""
+    value = args[0] if len(args) == 1 else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value) if _call_name(node) == "int" else float(value)
+    return an.merge(args)
 
 
 def _len(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -778,9 +816,10 @@ def _normalize(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str,
 
 
 _CALL_HANDLERS: dict[str, Any] = {
-    "one_hot": _one_hot, "cast": _cast, "len": _len, "reshape": _reshape, "split": _split, "unstack": _unstack,
+    "one_hot": _one_hot, "cast": _cast, "len": _len, "int": _number, "float": _number, "reshape": _reshape, "split": _split, "unstack": _unstack,
     "argmax": _argmax, "matmul": _pairwise, "dot": _pairwise, "tensordot": _pairwise, "einsum": _pairwise,
-    "l2_normalize": _normalize, "normalize": _normalize,
+    "l2_normalize": _normalize, "normalize": _normalize, "squeeze": _squeeze,
+    **{name: _vote_call("ctc") for name in ("ctc_loss", "ctc_batch_cost", "ctc_loss_dense", "ctc_loss_v2")},
     **{name: _as_constant for name in ("convert_to_tensor", "constant", "variable", "array", "asarray")},
     **{name: _gather for name in _GATHERS},
     **{name: _vote_call("sparse") for name in _SPARSE_CE},
@@ -834,7 +873,9 @@ def _labels(ev: Evidence, base: str) -> str:
 
 
 def _rank(ev: Evidence, base_rank: int, labels: str) -> int:
-    rank = max(base_rank, ev.pred.rank, ev.true.rank if labels != "sparse" else 0)
+    # class ids of rank r (`(B, T)` tokens) go with predictions of rank r + 1
+    ids_rank = ev.true.reduced + 1 if ev.true.reduced > 1 else 0
+    rank = max(base_rank, ev.pred.rank, ids_rank if labels == "sparse" else ev.true.rank)
     if "image" in ev.votes:
         rank = max(rank, 4)
     return rank
@@ -885,8 +926,8 @@ def _targets(ev: Evidence, base: ProbeSpec, y_pred: tuple[int | str, ...], rank:
     if _borrows(true, ev.pred.reshape, ev.pred.folds):
         return [("B", *ev.pred.reshape)]  # type: ignore[misc]
     same = _shape(true, base.y_pred, rank, None) if true.constrained or true.reshape is not None else y_pred
-    if y_pred[-1] == 1 or true.constrained or true.reshape is not None:
-        return [same]
+    if y_pred[-1] == 1 or true.constrained or true.reshape is not None or labels == "onehot":
+        return [same]  # one-hot targets are as wide as the predictions, whatever met them
     head = (*y_pred[:-1], 1)
     # y_true met a column of y_pred, never all of it: it is one target column
     return [head, same] if ev.true_vs_part and not ev.true_whole else [same, head]
@@ -939,12 +980,18 @@ def propose(obj: Any, names: tuple[str, ...] = ()) -> list[Proposal]:
     proposals: list[Proposal] = []
     seen: set[ProbeSpec] = set()
 
+    real = ev is not None and "real" in ev.votes
+
     def add(spec: ProbeSpec, origin: str, reason: str) -> None:
         if spec not in seen:
             seen.add(spec)
-            proposals.append(Proposal(spec, origin, reason))
+            proposals.append(Proposal(spec, origin, reason, probabilities=not real))
 
     bases = _base_specs(all_names)
+    if ev is not None and "ctc" in ev.votes:
+        why = f"the code: `{ev.votes['ctc']}` (CTC: label ids shorter than the frames)"
+        for spec in CTC_LAYOUTS:
+            add(spec, "source", why)
     if ev is not None and _informative(ev):
         why = "the code: " + ", ".join(ev.reasons) if ev.reasons else "the code"
         for base, origin, reason in bases:

@@ -255,9 +255,10 @@ def _pairing_free(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> bool
 
 
 def _boundary(runner: LossRunner, spec: ProbeSpec, ctx: ProbeContext) -> str | None:
-    batch = batches.boundary(spec, ctx.batch_size, ctx.seed) if spec.labels in PROBABILITY_LABELS else None
-    if batch is None:
+    made = batches.boundary(spec, ctx.batch_size, ctx.seed) if spec.labels in PROBABILITY_LABELS else None
+    if made is None:
         return None
+    batch, cases = made
     try:
         out = runner.raw(*batch)
     except UserLossError:
@@ -268,9 +269,9 @@ def _boundary(runner: LossRunner, spec: ProbeSpec, ctx: ProbeContext) -> str | N
     size = ctx.batch_size
     if out.ndim and out.shape[0] == size:
         rows = ~np.isfinite(out.reshape(size, -1)).all(axis=1)
-        cases = [batches.BOUNDARY_CASES[i] for i in (0, 1) if rows[i::2].any()]
-        return f"{bad} in {int(rows.sum())} of {size} samples for " + " and for ".join(cases)
-    return f"{bad} for predictions exactly at 0 and 1 ({batches.BOUNDARY_CASES[0]} or opposite)"
+        hit = [cases[i] for i in (0, 1) if rows[i::2].any()]
+        return f"{bad} in {int(rows.sum())} of {size} samples for " + " and for ".join(hit)
+    return f"{bad} for predictions exactly at 0 and 1 ({cases[0]} in even samples, {cases[1]} in odd ones)"
 
 
 def _alone(runner: LossRunner, batch: batches.Batch, rows: range | list[int]) -> list[float]:
@@ -333,7 +334,7 @@ def measure_layout(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> Lay
         growth=(1.0, 1.0) if plain else _growth(runner, acc.batch, ctx.batch_size),
         coupling=coupling,
         pairing_free=False if plain else _pairing_free(runner, acc, ctx),
-        boundary=_boundary(runner, acc.proposal.spec, ctx),
+        boundary=_boundary(runner, acc.proposal.spec, ctx) if acc.proposal.probabilities else None,
         gradient=gradient,
         expected=expected,
         alone_nonfinite=alone_nonfinite,

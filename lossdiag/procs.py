@@ -148,13 +148,20 @@ def high_fd(fd: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base)
 
 
-def runqueue_wait(pid: int) -> float:
-    """Seconds the main thread of `pid` has spent ready to run but waiting for a CPU (0.0 if unknown).
-
-    That is the machine's load, not the process' own work: time limits leave it out.
-    """
+def thread_waits(pid: int) -> dict[int, float]:
+    """Each thread's run-queue wait in seconds, by thread id ({} if unknown): time it was ready to run
+    but other processes held the CPUs. That is the machine's load, not the process' own work, and
+    TensorFlow runs a loss's ops on its own thread pools, so every thread counts."""
     try:
-        with open(f"/proc/{pid}/schedstat", "rb") as fh:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task") if t.isdigit()]
+    except OSError:
+        return {}
+    return {tid: _schedstat_wait(f"/proc/{pid}/task/{tid}/schedstat") for tid in tids}
+
+
+def _schedstat_wait(path: str) -> float:
+    try:
+        with open(path, "rb") as fh:
             return int(fh.read().split()[1]) / 1e9
     except (OSError, ValueError, IndexError):
         return 0.0

@@ -122,7 +122,8 @@ class LossRunner:
         try:
             tensor = tf.convert_to_tensor(value)
         except (TypeError, ValueError) as exc:
-            raise UserLossError(f"returned {type(value).__name__}, which is not a tensor: {exc}") from None
+            # the reason is the first line only: TF puts the whole value (a SparseTensor's indices) after it
+            raise UserLossError(f"returned a {type(value).__name__}, which is not a tensor ({describe_exception(exc)})") from None
         if tensor.dtype == tf.string:
             raise UserLossError("returned a string tensor")
         if tensor.dtype.is_complex:

@@ -221,6 +221,38 @@ class ModuleAnalysis:
         return name, line
 
 
+    def main_set(self, roots: Iterable[str]) -> tuple[str, int] | None:
+        """A global the roots read that is a `NAME = None` placeholder at module level and gets its
+        value only under `if __name__ == "__main__":` (name, line it is set there)."""
+        needed, _ = self.closure(roots, always=())
+        outside = [s for s in self.statements if s.category != "main"]
+        found = []
+        for s in self.statements:
+            if s.category != "main":
+                continue
+            for name, line in _binding_lines(s.node):
+                binders = [o for o in outside if name in o.binds]
+                if name in needed and binders and all(_assigns_none(o.node, name) for o in binders):
+                    found.append((line, name))
+        if not found:
+            return None
+        line, name = min(found)
+        return name, line
+
+
+def _assigns_none(node: ast.stmt, name: str) -> bool:
+    """`NAME = None` (or `NAME: T = None`)."""
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, ast.AnnAssign) and node.value is not None:
+        targets = [node.target]
+    else:
+        return False
+    names = [t.id for t in targets if isinstance(t, ast.Name)]
+    value = node.value
+    return names == [name] and isinstance(value, ast.Constant) and value.value is None
+
+
 def expression_names(expr: str) -> frozenset[str]:
     """The global names a Python expression reads (its free names)."""
     try:

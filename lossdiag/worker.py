@@ -144,12 +144,15 @@ def measure_candidate(
             from lossdiag import metric_probe
 
             return metric_probe.measure_metric(base, cand.loss, _context(request, options, cand.name, legacy, on_call))
-        return probe.measure_loss(base, cand.loss, _context(request, options, cand.name, legacy, on_call))
+        m = probe.measure_loss(base, cand.loss, _context(request, options, cand.name, legacy, on_call))
     except Exception:  # a bug of ours: the user's exceptions never get here (the runner wraps them)
         return replace(base, internal_error=traceback.format_exc(limit=8))
     except BaseException as exc:  # SystemExit, KeyboardInterrupt or stranger, raised by the loss
         what = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"raise {type(exc).__name__}"
         return replace(base, error=f"the loss called {what} while probing")
+    if m.layout is None and cand.main_set is not None:  # it ran on no layout: most likely because of that None
+        m = replace(m, hint=discover.main_set_hint(*cand.main_set))
+    return m
 
 
 class Channel:

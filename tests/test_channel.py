@@ -51,6 +51,20 @@ def test_bad_bytes_are_a_channel_error(mangle, reason):
     reader = channel.Reader(key)
     with pytest.raises(channel.ChannelError, match=reason):
         reader.feed(data)
+        reader.feed(b"")  # the duplicate: the first copy is good and comes back first
+
+
+def test_good_messages_before_bad_bytes_come_back_before_the_error():
+    """A loss that finished sent its result; the next one wrote garbage: the result still counts, and
+    the failure is blamed on the code that ran when the garbage came."""
+    key = channel.new_key()
+    data = _frames(key, {"event": "done", "n": 1}, {"event": "call"}) + b"LDW1" + b"\x00" * 60
+    reader = channel.Reader(key)
+    assert reader.feed(data) == [{"event": "done", "n": 1}, {"event": "call"}]
+    assert isinstance(reader.error, channel.ChannelError)
+    for later in (b"", _frames(key, {"event": "done"})):
+        with pytest.raises(channel.ChannelError, match="not authentic"):
+            reader.feed(later)
 
 
 def test_a_forked_copy_of_the_sender_exits_instead_of_speaking():

@@ -39,9 +39,13 @@ def markers(path: Path) -> dict[str, set[str]]:
 
 def fixture_files() -> list[Path]:
     """Every marked fixture module, the corpora and training scripts included. The robustness folder
-    (hangs, crashes, floods) has its own tests with short limits; `blind/` is a held-out set that
-    `bench/accuracy.py` scores and no test pins, so that it keeps measuring how verdicts generalise."""
-    return sorted(p for p in FIXTURES.rglob("*.py") if not {"robustness", "blind"} & set(p.parts) and markers(p))
+    (hangs, crashes, floods) has its own tests with short limits; `blind/` and `blind2/` are held-out sets
+    that `bench/accuracy.py` scores and no test pins, so that they keep measuring how verdicts generalise."""
+    return sorted(p for p in FIXTURES.rglob("*.py") if not _held_out(p) and "robustness" not in p.parts and markers(p))
+
+
+def _held_out(path: Path) -> bool:
+    return any(part.startswith("blind") for part in path.parts)
 
 
 def run_json(*args: str) -> dict:
@@ -166,7 +170,7 @@ def test_seed_finding_points_at_the_sum_and_relates_the_slices(report, fixture):
 def test_check_whole_fixtures_folder_gives_every_marker():
     """Issue 4: `lossdiag check fixtures/` with no option, and each fixture gets exactly its codes."""
     data = run_json("fixtures/")
-    for path in sorted(p for p in FIXTURES.rglob("*.py") if "blind" not in p.parts):  # held out: scored, not pinned
+    for path in sorted(p for p in FIXTURES.rglob("*.py") if not _held_out(p)):  # held out: scored, not pinned
         expected = markers(path)
         rel = path.relative_to(ROOT).as_posix()
         results = {r["name"]: r for r in data["results"] if r["file"] == rel}

@@ -36,6 +36,11 @@ def first(name: str) -> layouts.Proposal:
         ("weighted_cce", "y_true=B,3;y_pred=B,3;labels=binary"),  # three class weights times y_true
         ("third_column", "y_true=B,3;y_pred=B,3;labels=binary"),  # a lambda indexing column 2
         ("dice_partial", "y_true=B,16,16,1;y_pred=B,16,16,1;labels=binary"),  # through functools.partial
+        ("ctc_utterance", "y_true=B,4;y_pred=B,24,5;labels=sparse"),  # CTC: fewer label ids than frames
+        ("cox_risk", "y_true=B,2;y_pred=B,1;labels=binary"),  # squeeze(y_pred, -1); take(..., axis=0) sorts samples
+        ("triplet_int_slices", "y_true=B,256;y_pred=B,256;labels=binary"),  # int(total * 2 / 3) is a bound
+        ("normalised_cce", "y_true=B,3;y_pred=B,3;labels=onehot"),  # y_pred / sum(y_pred, -1, keepdims=True)
+        ("frame_ce", "y_true=B,6;y_pred=B,6,4;labels=sparse"),  # ids reduced over axis=-1: (B, T) frames
     ],
 )
 def test_the_code_decides_the_first_layout(name, spec):
@@ -71,3 +76,11 @@ def test_fixed_axes_never_equal_a_batch_size_the_prober_uses():
     for spec in layouts.LADDER:
         fixed = {int(d) for d in (*spec.y_true, *spec.y_pred) if d != "B"}
         assert not fixed & {32, *batches.second_batch_size(spec, 32)[:1]}
+
+
+def test_a_variance_column_means_no_layout_is_probed_at_exactly_0_and_1():
+    """`sigma` is a scale, not a probability: even a binary fallback layout gets no boundary probe."""
+    proposals = layouts.propose(samples.sigma_nll, ("sigma_nll",))
+    assert proposals[0].spec.labels == "real"
+    assert not any(p.probabilities for p in proposals)
+    assert all(p.probabilities for p in layouts.propose(samples.no_hints, ("no_hints",)))

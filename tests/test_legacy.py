@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from test_fixtures import ROOT, markers, run_json
 
@@ -42,3 +44,25 @@ def test_keras2_module_forced_onto_keras3_names_the_flag():
     assert finding["code"] == "LD002"
     assert "K.sum" in finding["message"] and "Keras 3" in finding["message"]
     assert "--legacy-keras" in finding["hint"]
+
+
+def test_without_tf_keras_a_keras2_module_is_ld001_naming_the_install_and_others_are_checked(tmp_path):
+    """Issue 9: where tf_keras cannot be imported, the Keras-2 module says how to get it; a Keras-3
+    module in the same run is checked as usual."""
+    import json
+
+    from conftest import cli_env, run_cli
+
+    shadow = tmp_path / "shadow" / "tf_keras"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('tf_keras is not installed here')\n")
+    env = cli_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "shadow"), env["PYTHONPATH"]])
+    code, out, err = run_cli(
+        ["check", "fixtures/keras2_losses.py", "fixtures/keras3_twins.py", "--format", "json"], cwd=ROOT, env=env
+    )
+    data = json.loads(out)
+    assert code == 1, err  # LD001 is a finding of severity error, not a crash
+    [load] = [e for e in data["errors"] if e["file"] == "fixtures/keras2_losses.py"]
+    assert load["code"] == "LD001" and "pip install tf_keras" in load["message"]
+    assert _codes(data) == markers(ROOT / "fixtures" / "keras3_twins.py")

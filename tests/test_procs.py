@@ -90,10 +90,27 @@ def _marked(token: str) -> list[int]:
     return out
 
 
-def test_runqueue_wait_and_rss_are_read_for_this_process():
+def test_thread_waits_and_rss_are_read_for_this_process():
+    import threading
+
+    started, stop = threading.Event(), threading.Event()
+
+    def idle() -> None:
+        started.set()
+        stop.wait()
+
+    thread = threading.Thread(target=idle)
+    thread.start()
+    started.wait()
+    try:
+        waits = procs.thread_waits(os.getpid())
+        assert os.getpid() in waits and thread.native_id in waits  # the main thread and the new one
+        assert all(wait >= 0.0 for wait in waits.values())
+    finally:
+        stop.set()
+        thread.join()
     assert procs.rss_kb(os.getpid()) > 0
-    assert procs.runqueue_wait(os.getpid()) >= 0.0
-    assert procs.runqueue_wait(2**22 + 7) == 0.0  # no such process
+    assert procs.thread_waits(2**22 + 7) == {}  # no such process
 
 
 def test_high_fd_is_far_from_the_low_numbers_and_not_inherited():

@@ -261,7 +261,11 @@ def test_a_main_only_global_does_not_ask_for_a_full_import():
     module, outcome = load(SCRIPTS / "main_only_global.py")
     assert outcome.complete and not hasattr(module, "SCALE")
     scan = discover.scan_file(SCRIPTS / "main_only_global.py")
-    assert {c.name: c.main_only for c in scan.candidates} == {"scaled_mse": ("SCALE", 23), "scaled_mse_fixed": None}
+    found = {c.name: (c.main_only, c.main_set) for c in scan.candidates}
+    assert found == {
+        "scaled_mse": (("SCALE", 35), None), "scaled_mse_fixed": (None, None),
+        "weighted_mse": (None, ("WEIGHTS", 34)), "weighted_mse_or_plain": (None, ("WEIGHTS", 34)),
+    }
 
 
 @pytest.mark.parametrize("encoding, prefix", [("latin-1", b"# -*- coding: latin-1 -*-\n"), ("utf-8", b"\xef\xbb\xbf")])
@@ -290,11 +294,13 @@ def test_training_scripts_are_checked_without_training(tmp_path, monkeypatch):
     monkeypatch.setenv("LOSSDIAG_TRAINING_MARKER", str(marker))
     names = ["class_weights.py", "main_only_global.py", "notebook_export.py"]
     runs = [(["check", f"fixtures/scripts/{name}", "--format", "json", "-v"], REPO) for name in names]
-    # The seed script is Keras-2 code: until the worker picks tf_keras from `flavour` by itself, the flag says so.
-    runs.append((["check", "fixtures/scripts/train_seed_k2.py", "--legacy-keras", "--format", "json", "-v"], REPO))
+    # The seed script is Keras-2 code, run on tf_keras with no flag (the worker reads that from its source)
+    runs.append((["check", "fixtures/scripts/train_seed_k2.py", "--format", "json", "-v"], REPO))
     for name, (code, out, err) in zip([*names, "train_seed_k2.py"], run_cli_many(runs)):
         assert code in (0, 1), err
         assert json.loads(out)["errors"] == []
+        if name == "train_seed_k2.py":
+            assert {r["keras"] for r in json.loads(out)["results"]} == {"tf_keras 2.21.0"}
         expected = markers(SCRIPTS / name)
         results = _results(out)
         assert set(results) == set(expected), name
@@ -306,7 +312,7 @@ def test_training_scripts_are_checked_without_training(tmp_path, monkeypatch):
 
 @pytest.mark.tf
 def test_the_seed_script_points_at_the_sum_and_the_slices():
-    code, out, err = run_cli(["check", "fixtures/scripts/train_seed_k2.py::loss2", "--legacy-keras", "--format", "json"], REPO)
+    code, out, err = run_cli(["check", "fixtures/scripts/train_seed_k2.py::loss2", "--format", "json"], REPO)
     assert code == 1, err
     (result,) = json.loads(out)["results"]
     (finding,) = result["findings"]
@@ -324,8 +330,19 @@ def test_main_only_global_gets_a_clear_message():
     (finding,) = result["findings"]
     assert finding["code"] == "LD002"
     assert finding["message"] == (
-        '`SCALE` is only set under `if __name__ == "__main__":` (line 23), which lossdiag does not run: '
+        '`SCALE` is only set under `if __name__ == "__main__":` (line 35), which lossdiag does not run: '
         "define it at module level"
+    )
+
+
+@pytest.mark.tf
+def test_a_none_placeholder_set_under_main_is_named_in_the_fix():
+    code, out, _ = run_cli(["check", "fixtures/scripts/main_only_global.py::weighted_mse", "--format", "json"], REPO)
+    (result,) = json.loads(out)["results"]
+    (finding,) = result["findings"]
+    assert finding["code"] == "LD002" and "NoneType" in finding["message"]
+    assert finding["hint"].startswith(
+        '`WEIGHTS` is None at module level and only set under `if __name__ == "__main__":` (line 34)'
     )
 
 

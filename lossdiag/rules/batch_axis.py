@@ -86,17 +86,16 @@ def magnitude(m: LossMeasurement) -> tuple[float | None, float | None, float | N
     if layout is None:
         return None, None, None, ""
     expected, actual = layout.expected, layout.reported
-    pooled = Shapes.of(layout).batch != (0,) or layout.coupling is not None
-    if layout.alone_nonfinite or (layout.alone_constant and pooled and not is_sum(layout)):
+    # pooled over the batch (or coupled) and no sum: it may be a statistic with no per-sample value
+    pooled = (Shapes.of(layout).batch != (0,) or layout.coupling is not None) and not is_sum(layout)
+    if layout.alone_nonfinite or (layout.alone_constant and pooled):
         return None, actual, None, STATISTIC
     if expected is None or actual is None or not expected or not math.isfinite(expected):
         return expected, actual, None, ""
     ratio = actual / expected
-    if (na := _stateful_na(m, layout, ratio)) is not None:
+    na = _stateful_na(m, layout, ratio) or (STATISTIC if pooled and not 0.01 <= abs(ratio) <= 100 else None)
+    if na is not None:
         return None, actual, None, na
-    pooled = Shapes.of(layout).batch != (0,) or layout.coupling is not None
-    if pooled and not is_sum(layout) and not 0.01 <= abs(ratio) <= 100:
-        return None, actual, None, STATISTIC
     return expected, actual, ratio, ""
 
 

@@ -82,11 +82,17 @@ def estimate_peak_bytes(
     Each tensor's element count is fitted as c * B**k (k = 0..3): a (B, B, H, W) pairing is k = 2. None
     when the loss cannot be traced (a numpy loss): the worker's memory watchdog still applies then.
     """
-    from lossdiag.trace.graph import peak_bytes
+    from lossdiag import _tf
+    from lossdiag.trace.graph import build_partial, peak_bytes
 
     sizes = (batch_sizes[0], batch_sizes[1])
     try:
         _, g1, g2 = _graphs(raw_call, make_inputs, sizes, None)
     except Exception:
-        return None
+        # it raised while tracing: what it built before that may already be the (B, B, ...) blow-up
+        try:
+            tf, _ = _tf.load()
+            g1, g2 = (build_partial(tf, raw_call, make_inputs, b) for b in sizes)
+        except Exception:
+            return None
     return peak_bytes(g1, g2, sizes, at)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,19 @@ def build(tf: Any, raw_call: Callable[..., Any], make_inputs: Callable[[int], An
     return fn.get_concrete_function(*specs).graph
 
 
+def build_partial(tf: Any, raw_call: Callable[..., Any], make_inputs: Callable[[int], Any], b: int) -> Any:
+    """The ops the loss builds at batch size `b` before it raises (a loss that fails after a pairing
+    has still built it): a plain graph with placeholders, the exception dropped."""
+    y_true, y_pred = make_inputs(b)
+    graph = tf.Graph()
+    with graph.as_default():
+        inputs = [tf.compat.v1.placeholder(tf.as_dtype(getattr(a, "dtype", "float32")), tuple(a.shape)) for a in (y_true, y_pred)]
+        # the user's loss failing is why this graph is partial; its ops are what counts
+        with contextlib.suppress(Exception):
+            raw_call(*inputs)
+    return graph
+
+
 def _live(graph: Any) -> set[str]:
     """Ops that feed the loss's value: asserts and prints do not count."""
     live: set[str] = set()
@@ -82,11 +96,18 @@ def _first_events(infos: dict[str, OpInfo]) -> dict[str, OpInfo]:
     for info in infos.values():
         if "broadcast" not in found and any(map(shapes.crossed, info.outs)) and not any(map(shapes.crossed, info.ins)):
             found["broadcast"] = info
-        if "merged" not in found and any(map(shapes.merged, info.outs)) and not any(map(shapes.merged, info.ins)):
+        if "merged" not in found and any(map(shapes.merged, info.outs)) and not any(map(shapes.merged, info.ins)) and _valued(info):
             found["merged"] = info
-        if "reduced" not in found and any(map(shapes.has_batch, info.ins)) and not any(map(shapes.batchy, info.outs)):
+        if "reduced" not in found and any(map(shapes.has_batch, info.ins)) and not any(map(shapes.batchy, info.outs)) and _valued(info):
             found["reduced"] = info
     return found
+
+
+def _valued(info: OpInfo) -> bool:
+    """Its output is a real number, a loss value: an integer one is bookkeeping (label lengths and
+    indices inside `K.ctc_batch_cost`), never the batch being reduced or merged away."""
+    dtype = info.op.outputs[0].dtype if info.op.outputs else None
+    return dtype is None or bool(dtype.is_floating)
 
 
 def _drops_axis(info: OpInfo) -> bool:
