@@ -179,6 +179,9 @@ def check(ctx: click.Context, /, targets: tuple[str, ...], **given: Any) -> None
     out_path = _output_path(values["output"], targets, cwd, base)
     options = build_options(values, file_config, cwd)
     report = _run(targets, options, cwd)
+    if not values["quiet"]:
+        for note in report.notes:  # files a folder walk skipped: said once, whatever the format
+            click.echo(f"lossdiag: {note}", err=True)
     if values["add_ignore"]:
         status = _add_ignore(report, cwd)
     else:

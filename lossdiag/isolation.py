@@ -5,10 +5,11 @@ channel inside a user's loss kill only the worker: that loss is reported as not 
 worker carries on with the rest. TensorFlow is imported once per worker process.
 
 `--timeout` bounds a single call of the user's code: one call of a loss, a module's import, or the
-building of its losses. lossdiag calls a loss about 70 times; the worker sends a heartbeat before each
+building of its losses. lossdiag calls a loss several times; the worker sends a heartbeat before each
 call and the clock restarts at each. Time the worker spent waiting for a CPU that other processes
-held (the run-queue wait of its most delayed thread, from /proc/PID/task/*/schedstat) is not counted, so a loss is judged the same on
-an idle laptop and on a loaded CI runner, however many calls it takes.
+held (the run-queue wait of its most delayed thread, from /proc/PID/task/*/schedstat) is not
+counted, so a loss is judged the same on an idle laptop and on a loaded CI runner, however many
+calls it takes.
 """
 
 from __future__ import annotations

@@ -294,7 +294,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Input layout of a loss, NAME=SPEC or FILE::NAME=SPEC; repeatable (examples below).",
             "inferred", metavar="NAME=SPEC", multiple=True),
     Setting("timeout", ("--timeout",), "timeout", seconds(*TIMEOUT_RANGE), 10.0,
-            "Seconds a loss may take (LD002 past it), and a module's import (LD001).", "10", metavar="SECONDS"),
+            "Seconds one call of a loss may take (LD002 past it), and a module's import (LD001).", "10", metavar="SECONDS"),
     Setting("max_memory", ("--max-memory",), "max-memory", integer(*MAX_MEMORY_RANGE), 4096,
             "MiB a loss may add to the worker before it is stopped (LD002).", "4096", metavar="MIB"),
     Setting("legacy_keras", ("--legacy-keras",), "legacy-keras", auto_bool(), None,

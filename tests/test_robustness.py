@@ -587,6 +587,7 @@ def test_a_folder_with_a_fifo_a_folder_named_py_and_a_dangling_link_is_checked_w
         "pipe.py: skipped, a named pipe, not a regular file",
         "y.py: skipped, a dangling symbolic link",
     ]
+    assert [line for line in err.splitlines() if "skipped" in line] == [f"lossdiag: {n}" for n in data["notes"]]
     assert "internal error" not in err and TRACEBACK not in err
     assert marked.leftovers() == ([], [])
 
