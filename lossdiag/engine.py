@@ -228,7 +228,7 @@ def _is_about(line: str, path: Path) -> bool:
 def _file_results(job: ModuleJob, outcome: ModuleOutcome, cwd: Path, run_log: list[str]) -> FileResults:
     """One module's raw results (before selection and suppression) and what -v says about it."""
     display = discover.display_path(job.path, cwd)
-    lines = [line for line in run_log if _is_about(line, job.path)]
+    lines = [*outcome.notes, *(line for line in run_log if _is_about(line, job.path))]
     if outcome.load_error is not None:
         message, line_no = outcome.load_error
         return FileResults((), LoadError(display, "LD001", message, line_no), tuple(lines), _reproducible(outcome))

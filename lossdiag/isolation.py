@@ -70,6 +70,7 @@ class ModuleOutcome:
     output: dict[str, str] = field(default_factory=dict)  # what each loss printed
     keras: str = ""  # which Keras ran it: "3.15.1" or "tf_keras 2.21.0"
     switched: str = ""  # why it ran on the other Keras than the job asked for ("" when it did not)
+    notes: list[str] = field(default_factory=list)  # for -v: what its definitions-only import skipped
 
 
 class WorkerFailed(Exception):
@@ -663,7 +664,7 @@ class Session:
     def _on_loaded(self, worker: Worker, event: dict[str, Any]) -> None:
         run = self._busy(worker)
         run.loaded, run.names = True, [str(n) for n in event.get("names", [])]
-        self.log.extend(scrub(str(note)) for note in event.get("notes", []))
+        run.outcome.notes = [scrub(str(note)) for note in event.get("notes", [])]  # cached with its results
         text = worker.take_output()
         if text and not run.outcome.measurements and not run.done:
             self.log.append(f"{run.job.path} printed while it was imported:\n{text[-2000:]}")

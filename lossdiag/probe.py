@@ -214,7 +214,9 @@ def _coupling(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> Coupling
     size = ctx.batch_size
     if len(axes) != 1 or size <= KEPT:
         return None
-    axis, changed = axes[0], list(range(KEPT, size))
+    axis = axes[0]
+    kept = _watched(acc.out, axis, size)
+    changed = [i for i in range(size) if i not in kept]
     other = batches.replacement(acc.proposal.spec, acc.batch, ctx.seed)
 
     def moved(which: str) -> float:
@@ -224,8 +226,8 @@ def _coupling(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> Coupling
             return 0.0
         if out.shape != acc.out.shape:
             return 0.0
-        before = np.take(acc.out, range(KEPT), axis=axis)
-        diff = np.abs(np.take(out, range(KEPT), axis=axis) - before)
+        before = np.take(acc.out, kept, axis=axis)
+        diff = np.abs(np.take(out, kept, axis=axis) - before)
         # relative to each value itself: a few huge outputs elsewhere must not hide a real change here
         moved_by = diff[diff > 1e-6 + 1e-4 * np.abs(before)]
         return float(moved_by.max()) if moved_by.size else 0.0
@@ -234,7 +236,15 @@ def _coupling(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> Coupling
     if not delta:
         return None
     via = [w for w in ("targets", "predictions") if moved(w)]
-    return Coupling(tuple(range(KEPT)), delta, via[0] if len(via) == 1 else "both")
+    return Coupling(tuple(kept), delta, via[0] if len(via) == 1 else "both")
+
+
+def _watched(out: Any, axis: int, size: int) -> list[int]:
+    """The samples whose values the coupling probe watches: the first few with a nonzero value (a
+    masked loss is 0 for the samples it skips, and a 0 that stays 0 shows nothing), else the first few."""
+    rows = np.moveaxis(np.asarray(out), axis, 0).reshape(size, -1)
+    live = [i for i in range(size) if np.any(rows[i] != 0)]
+    return live[:KEPT] if len(live) >= KEPT else list(range(KEPT))
 
 
 def _pairing_free(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> bool:

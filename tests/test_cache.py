@@ -88,7 +88,10 @@ class FakeWorker:
                 else _measure(job.path, n, worker_options["batch_size"])
                 for n in names
             ]
-            outcomes[job.path] = ModuleOutcome(measurements=measurements, output={names[0]: "hello from the loss"})
+            outcomes[job.path] = ModuleOutcome(
+                measurements=measurements, output={names[0]: "hello from the loss"},
+                notes=[f"lossdiag: {job.path.name}: imported its definitions only", "  skipped line 9: fit()"],
+            )
             log.append(f"{job.path} printed while it was imported:\nimported")
         log.append("lossdiag: a line about the whole run")
         return outcomes
@@ -145,6 +148,8 @@ def test_verbose_lines_about_a_module_come_back_from_the_cache(project: Path, wo
     assert any("printed while it was imported" in line for line in per_module)
     assert any("hello from the loss" in line for line in per_module)
     assert [line for line in warm.log if not line.startswith("lossdiag: ")] == per_module
+    skipped = [line for line in cold.log if "definitions only" in line or "skipped line" in line]
+    assert len(skipped) == 4 and [line for line in warm.log if line in skipped] == skipped  # what was skipped
     assert "lossdiag: a line about the whole run" in cold.log  # about the run, not a module: not cached
     assert "lossdiag: a line about the whole run" not in warm.log
     assert any(line.startswith("lossdiag: 2 of 2 modules from the cache") for line in warm.log)

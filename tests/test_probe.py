@@ -61,10 +61,23 @@ class TestMeasurements:
             return ce / (ops.mean(ce) + 1.0)
 
         layout = _measure(coupled_unclipped).layout
-        assert layout.coupling is not None and layout.coupling.kept == (0, 1, 2, 3) and layout.coupling.delta > 0
+        assert layout.coupling is not None and len(layout.coupling.kept) == 4 and layout.coupling.delta > 0
         assert layout.boundary is not None and layout.boundary.startswith("NaN in")
         rounded = _measure(lambda t, p: ops.mean(ops.abs(t - ops.round(p)), axis=-1)).layout
         assert rounded.gradient == "none"
+
+    def test_coupling_is_watched_on_samples_a_mask_keeps(self):
+        """A masked loss is 0 for the samples it skips: the probe watches samples with a value."""
+        from keras import ops
+
+        def masked_by_batch_count(y_true, y_pred):
+            keep = ops.cast(ops.arange(ops.shape(y_true)[0]) >= 6, "float32")  # the first six are masked
+            se = ops.mean(ops.square(y_true - y_pred), axis=-1) * keep
+            return se / (ops.sum(keep * ops.mean(y_true, axis=-1)) + 1.0)  # ...and a batch total couples
+
+        spec = probe.parse_spec("y_true=B,3;y_pred=B,3;labels=real")
+        coupling = _measure(masked_by_batch_count, spec=spec).layout.coupling
+        assert coupling is not None and coupling.kept == (6, 7, 8, 9) and coupling.via == "targets"
 
     def test_batch_sum_grows_exactly_linearly(self):
         from keras import ops

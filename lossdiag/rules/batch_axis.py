@@ -171,12 +171,21 @@ def _summed_per_sample(m: LossMeasurement, layout: Layout) -> Detection:
     )
 
 
+def _samples(rows: tuple[int, ...]) -> str:
+    """`samples 0–3`, or `samples 1, 4, 5 and 9` when they are not in a run, or `sample 2`."""
+    if len(rows) == 1:
+        return f"sample {rows[0]}"
+    if list(rows) == list(range(rows[0], rows[-1] + 1)):
+        return f"samples {rows[0]}–{rows[-1]}"
+    return "samples " + ", ".join(map(str, rows[:-1])) + f" and {rows[-1]}"
+
+
 def _one_batch_axis(m: LossMeasurement, layout: Layout, shapes: Shapes) -> Detection | None:
     if len(shapes.batch) != 1:
         return None
     if layout.coupling is not None:
         coupling = layout.coupling
-        kept = f"samples {coupling.kept[0]}–{coupling.kept[-1]}" if len(coupling.kept) > 1 else f"sample {coupling.kept[0]}"
+        kept = _samples(coupling.kept)
         via = "" if coupling.via == "both" else f" (only their {coupling.via})"
         return Detection(
             "LD105",
