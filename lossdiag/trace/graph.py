@@ -96,11 +96,22 @@ def _first_events(infos: dict[str, OpInfo]) -> dict[str, OpInfo]:
     for info in infos.values():
         if "broadcast" not in found and any(map(shapes.crossed, info.outs)) and not any(map(shapes.crossed, info.ins)):
             found["broadcast"] = info
-        if "merged" not in found and any(map(shapes.merged, info.outs)) and not any(map(shapes.merged, info.ins)) and _valued(info):
+        if "merged" not in found and any(map(shapes.merged, info.outs)) and not any(map(shapes.merged, info.ins)) and _valued(info) and _own_reshape(info):
             found["merged"] = info
         if "reduced" not in found and any(map(shapes.has_batch, info.ins)) and not any(map(shapes.batchy, info.outs)) and _valued(info):
             found["reduced"] = info
     return found
+
+
+# Calls whose reshapes are the user's own flattening; inside anything else (Keras' sparse cross-entropy
+# flattens (B, T, V) into rows and back) merging the batch with other axes is the library's business.
+_FLATTENING_APIS = frozenset(
+    {"", "reshape", "flatten", "batch_flatten", "ravel", "squeeze", "concatenate", "concat", "stack", "boolean_mask"}
+)
+
+
+def _own_reshape(info: OpInfo) -> bool:
+    return info.site.api.lower() in _FLATTENING_APIS
 
 
 def _valued(info: OpInfo) -> bool:
