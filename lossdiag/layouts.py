@@ -56,6 +56,12 @@ LADDER: tuple[ProbeSpec, ...] = (
     ProbeSpec(("B", STEPS, 1), ("B", STEPS, 1), "real"),
 )
 
+SEQUENCE_LAYOUTS: tuple[ProbeSpec, ...] = (
+    ProbeSpec(("B", STEPS), ("B", STEPS, CLASSES + 1), "sparse"),
+    ProbeSpec(("B", STEPS, CLASSES + 1), ("B", STEPS, CLASSES + 1), "onehot"),
+    ProbeSpec(("B", STEPS, 1), ("B", STEPS, 1), "real"),
+)
+
 # CTC aligns a short label sequence with many frames: ids (B, L) against per-frame probabilities (B, T, V).
 CTC_LAYOUTS: tuple[ProbeSpec, ...] = (ProbeSpec(("B", 4), ("B", 24, CLASSES + 1), "sparse"),)
 
@@ -69,11 +75,8 @@ _FAMILIES: tuple[tuple[str, re.Pattern[str], tuple[ProbeSpec, ...]], ...] = (
         ProbeSpec(("B", SPATIAL, SPATIAL, 3), ("B", SPATIAL, SPATIAL, 3), "probs"),
         ProbeSpec(("B", SPATIAL, SPATIAL, 1), ("B", SPATIAL, SPATIAL, 1), "probs"),
     )),
-    ("a sequence loss", re.compile(r"token|seq|sentence|word|language|translat|ctc|timestep|temporal|padd|lm_|_lm", re.I), (
-        ProbeSpec(("B", STEPS), ("B", STEPS, CLASSES + 1), "sparse"),
-        ProbeSpec(("B", STEPS, CLASSES + 1), ("B", STEPS, CLASSES + 1), "onehot"),
-        ProbeSpec(("B", STEPS, 1), ("B", STEPS, 1), "real"),
-    )),
+    ("a sequence loss", re.compile(r"token|seq|sentence|word|language|translat|ctc|timestep|temporal|padd|lm_|_lm", re.I),
+     SEQUENCE_LAYOUTS),
     ("a metric-learning loss", re.compile(r"triplet|contrastive|siamese|center_?loss|arcface|cosface|n_?pair|info_?nce|nt_?xent|supcon|embedding|margin|pairwise", re.I), (
         ProbeSpec(("B", 1), ("B", 1), "binary"),
         ProbeSpec(("B",), ("B", 8), "sparse"),
@@ -305,6 +308,7 @@ _IMAGE_OPS = frozenset({"ssim", "ssim_multiscale", "psnr", "sobel_edges", "image
                         "max_pool2d", "avg_pool2d", "pool2d", "depthwise_conv2d", "extract_patches", "resize",
                         "total_variation", "max_pool", "avg_pool", "conv"})
 _GATHERS = frozenset({"gather", "gather_nd", "take_along_axis", "batch_gather", "take"})
+_PADDING = re.compile(r"pad", re.I)
 _VARIANCE_NAMES = re.compile(r"sigma|var|std|scale|log_?var|logvar|precision|noise", re.I)
 _INT_DTYPE = re.compile(r"int(8|16|32|64)?\b|\bbool\b|uint")
 
@@ -440,6 +444,7 @@ class _Analyzer:
 
     def _Compare(self, node: ast.Compare) -> Any:
         values = [self.expr(node.left), *(self.expr(c) for c in node.comparators)]
+        self.padding(node, [node.left, *node.comparators], values)
         return self.merge(values, keep_exact=True)
 
     def _BoolOp(self, node: ast.BoolOp) -> Any:
@@ -483,6 +488,12 @@ class _Analyzer:
         kept = frozenset().union(*(v.kept for v in vals)) if keep_exact else frozenset()
         ranked = frozenset().union(*(v.ranked for v in vals)) if keep_exact else frozenset()
         return _Val(roots, kept, None, ranked)
+
+    def padding(self, node: ast.expr, operands: list[ast.expr], values: list[Any]) -> None:
+        """`y_true != PAD_ID`: targets compared with a padding id are padded sequences of ids."""
+        targets = any(isinstance(v, _Val) and v.roots == {"T"} for v in values)
+        if targets and any(_PADDING.search(ast.unparse(o)) for o in operands if not isinstance(o, ast.Constant)):
+            self.ev.vote("padded", node)
 
     def pairing(self, left: Any, right: Any) -> None:
         """Note how y_true met y_pred: whole against whole, or against a slice of y_pred."""
@@ -604,6 +615,8 @@ class _Analyzer:
         handler = _CALL_HANDLERS.get(name)
         if handler is not None:
             return handler(self, node, args, kwargs)
+        if name in ("equal", "not_equal"):
+            self.padding(node, list(node.args), args)
         if name in _ELEMENTWISE:
             if name in ("exp", "softplus") and isinstance(first, _Val) and first.roots == {"P"} and not first.exact:
                 self.ev.vote("real", node)
@@ -977,29 +990,38 @@ def propose(obj: Any, names: tuple[str, ...] = ()) -> list[Proposal]:
         ev = None
     code = find_code(obj) if ev is not None else None
     all_names = (*names, getattr(code.fn, "__name__", "") if code else "", type(obj).__name__)
+    candidates = _from_source(ev, _bases(ev, all_names))
+    real = ev is not None and "real" in ev.votes
     proposals: list[Proposal] = []
     seen: set[ProbeSpec] = set()
-
-    real = ev is not None and "real" in ev.votes
-
-    def add(spec: ProbeSpec, origin: str, reason: str) -> None:
+    for spec, origin, reason in candidates:
         if spec not in seen:
             seen.add(spec)
             proposals.append(Proposal(spec, origin, reason, probabilities=not real))
+    return proposals
 
-    bases = _base_specs(all_names)
+
+def _bases(ev: Evidence | None, names: tuple[str, ...]) -> list[tuple[ProbeSpec, str, str]]:
+    """The layouts the names suggest and the ladder, after padded sequences when the code compares
+    the targets with a padding id."""
+    bases = _base_specs(names)
+    if ev is not None and "padded" in ev.votes:
+        reason = f"the code: `{ev.votes['padded']}` (padded sequences)"
+        bases = [(spec, "name", reason) for spec in SEQUENCE_LAYOUTS] + bases
+    return bases
+
+
+def _from_source(ev: Evidence | None, bases: list[tuple[ProbeSpec, str, str]]) -> list[tuple[ProbeSpec, str, str]]:
+    """CTC layouts, then every base bent to what the source says, then the bases themselves."""
+    out: list[tuple[ProbeSpec, str, str]] = []
     if ev is not None and "ctc" in ev.votes:
         why = f"the code: `{ev.votes['ctc']}` (CTC: label ids shorter than the frames)"
-        for spec in CTC_LAYOUTS:
-            add(spec, "source", why)
+        out += [(spec, "source", why) for spec in CTC_LAYOUTS]
     if ev is not None and _informative(ev):
         why = "the code: " + ", ".join(ev.reasons) if ev.reasons else "the code"
         for base, origin, reason in bases:
-            for spec in refine(base, ev):
-                add(spec, "source", why if origin == "ladder" else f"{reason}; {why}")
-    for base, origin, reason in bases:
-        add(base, origin, reason)
-    return proposals
+            out += [(spec, "source", why if origin == "ladder" else f"{reason}; {why}") for spec in refine(base, ev)]
+    return out + bases
 
 
 def pinned(spec: ProbeSpec, origin: str) -> list[Proposal]:

@@ -306,9 +306,11 @@ def _expected_values(
     runner: LossRunner, acc: _Accepted, per_sample: bool, out: Any, size: int
 ) -> tuple[float | None, bool, bool]:
     """(expected, some sample alone was nonfinite, every sample alone gave the same value)."""
-    if per_sample:
-        first = _alone(runner, acc.batch, [0])
-        if math.isfinite(first[0]) and np.allclose(first, [float(out[0].mean())], rtol=1e-4, atol=1e-6):
+    # a sample whose value is 0 (a masked one, or a row with no positive label) would match any scale
+    witness = next((i for i in range(size) if np.any(out[i] != 0)), None) if per_sample else None
+    if witness is not None:
+        first = _alone(runner, acc.batch, [witness])
+        if math.isfinite(first[0]) and np.allclose(first, [float(out[witness].mean())], rtol=1e-4, atol=1e-6):
             return float(out.mean()), False, False
     values = _alone(runner, acc.batch, range(size))
     if not all(math.isfinite(v) for v in values):
@@ -378,7 +380,23 @@ def keras2_hint(error: str) -> str:
 def _proposals(loss: Any, names: tuple[str, ...], ctx: ProbeContext) -> list[layouts.Proposal]:
     if ctx.pinned is not None:
         return layouts.pinned(ctx.pinned, ctx.pinned_origin)
-    return layouts.propose(loss, names)
+    proposals = layouts.propose(loss, names)
+    return _as_keras2_feeds_them(proposals) if ctx.legacy else proposals
+
+
+def _as_keras2_feeds_them(proposals: list[layouts.Proposal]) -> list[layouts.Proposal]:
+    """tf_keras' `fit` expands rank-1 targets to (B, 1) against (B, C) predictions before any loss
+    sees them (`compile_utils.match_dtype_and_rank`): a Keras-2 loss never gets (B,) ids there."""
+    out: list[layouts.Proposal] = []
+    seen: set[ProbeSpec] = set()
+    for proposal in proposals:
+        spec = proposal.spec
+        if len(spec.y_true) == 1 and len(spec.y_pred) == 2:
+            proposal = replace(proposal, spec=ProbeSpec(("B", 1), spec.y_pred, spec.labels))
+        if proposal.spec not in seen:
+            seen.add(proposal.spec)
+            out.append(proposal)
+    return out
 
 
 def measure_loss(base: LossMeasurement, loss: Any, ctx: ProbeContext, runner: LossRunner | None = None) -> LossMeasurement:
