@@ -40,7 +40,8 @@ def first(name: str) -> layouts.Proposal:
         ("cox_risk", "y_true=B,2;y_pred=B,1;labels=binary"),  # squeeze(y_pred, -1); take(..., axis=0) sorts samples
         ("triplet_int_slices", "y_true=B,256;y_pred=B,256;labels=binary"),  # int(total * 2 / 3) is a bound
         ("normalised_cce", "y_true=B,3;y_pred=B,3;labels=onehot"),  # y_pred / sum(y_pred, -1, keepdims=True)
-        ("frame_ce", "y_true=B,6;y_pred=B,6,4;labels=sparse"),  # ids reduced over axis=-1: (B, T) frames
+        ("frame_ce", "y_true=B,6;y_pred=B,6,4;labels=sparse"),
+        ("padded_objective", "y_true=B,6;y_pred=B,6,5;labels=sparse"),  # y_true != PAD_ID: padded sequences  # ids reduced over axis=-1: (B, T) frames
     ],
 )
 def test_the_code_decides_the_first_layout(name, spec):
