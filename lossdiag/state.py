@@ -258,15 +258,17 @@ class _Saved:
 
 def _save(owner: Any) -> _Saved:
     namespace = owner.__dict__
-    code = [(k, v) for k, v in namespace.items() if _is_code(v)]
+    module_type = types.ModuleType
+    # `_is_code` inlined: this runs over every attribute of every library module at the worker's start
+    code = [(k, v) for k, v in namespace.items() if callable(v) and not isinstance(v, module_type)]
     return _Saved(owner, tuple(k for k, _ in code), tuple(v for _, v in code), len(namespace))
 
 
 def _classes_of(modules: list[Any]) -> dict[int, type]:
     found: dict[int, type] = {}
     for module in modules:
-        for value in vars(module).values():
-            owner = getattr(value, "__module__", None) if isinstance(value, type) else None
+        for value in [v for v in vars(module).values() if isinstance(v, type)]:
+            owner = getattr(value, "__module__", None)
             if isinstance(owner, str) and owner.partition(".")[0] in _CLASS_PACKAGES:
                 found[id(value)] = value
     return found
