@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -44,10 +45,21 @@ def test_sarif_is_schema_valid_and_has_every_finding(outputs, sarif_validator):
 
 
 def test_github_annotations_one_per_finding(outputs):
+    """Every finding once, in report order: an annotation while its level is under GitHub's cap of 10,
+    a plain `file:line:1: CODE` line after that, and one notice saying how many were not annotated."""
     lines = outputs["github"].splitlines()
-    assert len(lines) == len(_findings(outputs))
+    findings = _findings(outputs)
+    annotated = [line for line in lines if line.startswith(("::error ", "::warning "))]
+    plain = [line for line in lines if not line.startswith("::")]
+    notices = [line for line in lines if line.startswith("::notice ")]
+    assert len(annotated) + len(plain) == len(findings) and len(lines) == len(findings) + len(notices)
+    assert sum(line.startswith("::error ") for line in annotated) <= 10
+    assert sum(line.startswith("::warning ") for line in annotated) <= 10
+    assert len(plain) > 0 and notices == [notices[0]] and f"{len(plain)} more findings not annotated" in notices[0]
+    seen = [(m.group(1), int(m.group(2)), m.group(3)) for line in annotated + plain
+            if (m := re.search(r"(?:file=|^)(fixtures/[\w/.]+)(?:,line=|:)(\d+)(?:,title=| *:1: )(LD\d+)", line))]
+    assert sorted(seen) == sorted(findings)
     assert "::error file=fixtures/seed_losses.py,line=7,title=LD101 batch-sum::" in outputs["github"]
-    assert all(line.startswith(("::error ", "::warning ")) for line in lines)
 
 
 def test_junit_one_testcase_per_loss_failures_per_error_finding(outputs):
