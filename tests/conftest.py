@@ -135,6 +135,39 @@ def run_cli_many(runs: Iterable[tuple[Sequence[str], Path | str | None]]) -> lis
         return list(pool.map(lambda run: run_cli(*run), runs))
 
 
+HEAVY = ("tensorflow", "keras", "tf_keras", "numpy")
+# Runs `lossdiag.cli.main` in a fresh interpreter with a spy on Popen (the worker is the only process
+# lossdiag starts); prints a JSON verdict: exit status, heavy modules imported, processes started.
+_SPIED_CLI = textwrap.dedent(
+    """\
+    import json, subprocess, sys
+    started = []
+    _popen = subprocess.Popen
+    class Spy(_popen):
+        def __init__(self, args, *a, **k):
+            started.append([str(x) for x in args] if not isinstance(args, str) else [args])
+            super().__init__(args, *a, **k)
+    subprocess.Popen = Spy
+    from lossdiag.cli import main
+    rc = main(sys.argv[1:])
+    sys.stdout.flush()
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
+    print("\\n@@VERDICT@@" + json.dumps({{"rc": rc, "heavy": heavy, "started": started}}))
+    """
+).format(heavy=set(HEAVY))
+
+
+def run_spied(args: list[str], cwd: Path, timeout: float = 120) -> tuple[dict, str, str]:
+    """(verdict, stdout, stderr) of a CLI run in a fresh interpreter with the Popen spy."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _SPIED_CLI, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
+    )
+    assert "@@VERDICT@@" in proc.stdout, proc.stdout + proc.stderr
+    output, _, verdict = proc.stdout.rpartition("\n@@VERDICT@@")
+    validate_json_outputs(args, output, cwd)
+    return json.loads(verdict), output, proc.stderr
+
+
 def write(path: Path, text: str) -> Path:
     """Write dedented `text` to `path` (creating folders) and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)

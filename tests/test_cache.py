@@ -13,14 +13,13 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import textwrap
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, cli_env, run_cli_many, validate_json_outputs, write
+from conftest import REPO, cli_env, run_cli_many, run_spied, validate_json_outputs, write
 
 from lossdiag import cache, cli, engine
 from lossdiag.isolation import ModuleOutcome
@@ -585,36 +584,6 @@ def test_applicable_probes_ignore_other_files_losses(tmp_path: Path):
 # --- the real CLI -------------------------------------------------------------------------------------------
 
 FIXTURES = ["fixtures/seed_losses.py", "fixtures/batch_axis.py"]
-HEAVY = ("tensorflow", "keras", "tf_keras", "numpy")
-# Runs the CLI in a fresh interpreter with a spy on Popen (the worker is the only process lossdiag starts).
-IN_PROCESS = textwrap.dedent(
-    """\
-    import json, subprocess, sys
-    started = []
-    _popen = subprocess.Popen
-    class Spy(_popen):
-        def __init__(self, args, *a, **k):
-            started.append(str(args))
-            super().__init__(args, *a, **k)
-    subprocess.Popen = Spy
-    from lossdiag.cli import main
-    rc = main(sys.argv[1:])
-    sys.stdout.flush()
-    heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
-    print("\\n@@VERDICT@@" + json.dumps({{"rc": rc, "heavy": heavy, "started": started}}))
-    """
-).format(heavy=set(HEAVY))
-
-
-def _spied_run(args: list[str], cwd: Path) -> tuple[dict, str]:
-    proc = subprocess.run([sys.executable, "-c", IN_PROCESS, *args], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert "@@VERDICT@@" in proc.stdout, proc.stdout + proc.stderr
-    output, _, verdict = proc.stdout.rpartition("\n@@VERDICT@@")
-    validate_json_outputs(args, output, cwd)
-    return json.loads(verdict), output
-
-
 @pytest.mark.tf
 def test_cold_and_warm_runs_print_the_same_json_and_the_warm_one_imports_no_tensorflow(tmp_path: Path):
     folder = tmp_path / "cache"
@@ -623,7 +592,7 @@ def test_cold_and_warm_runs_print_the_same_json_and_the_warm_one_imports_no_tens
     (rc1, cold1, err1), (rc2, cold2, err2) = run_cli_many([(args, REPO), (args, REPO)])
     assert rc1 == rc2 == 1, err1 + err2  # the fixtures hold LD101s on purpose
     assert json.loads(cold1)["summary"]["cached"] == 0
-    verdict, warm = _spied_run(args, REPO)
+    verdict, warm, _ = run_spied(args, REPO, timeout=300)
     assert verdict["heavy"] == [] and verdict["started"] == [], "a warm run imports nothing heavy, starts no worker"
     assert verdict["rc"] == rc1
     losses = json.loads(warm)["summary"]["losses"]

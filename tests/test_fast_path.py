@@ -10,13 +10,10 @@ import json
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, validate_json_outputs, write
-
-HEAVY = ("tensorflow", "keras", "tf_keras", "numpy")
+from conftest import HEAVY, cli_env, run_spied, write
 
 TRAINING_SCRIPT = """\
 import this_package_does_not_exist  # importing this file would fail here already
@@ -50,36 +47,6 @@ class Config:
         self.name = name
 """
 
-# Runs `lossdiag.cli.main` in a fresh interpreter with a spy on Popen; prints a JSON verdict.
-IN_PROCESS = textwrap.dedent(
-    """\
-    import json, subprocess, sys
-    started = []
-    _popen = subprocess.Popen
-    class Spy(_popen):
-        def __init__(self, args, *a, **k):
-            started.append([str(x) for x in args] if not isinstance(args, str) else [args])
-            super().__init__(args, *a, **k)
-    subprocess.Popen = Spy
-    from lossdiag.cli import main
-    rc = main(sys.argv[1:])
-    sys.stdout.flush()
-    heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
-    print("\\n@@VERDICT@@" + json.dumps({{"rc": rc, "heavy": heavy, "started": started}}))
-    """
-).format(heavy=set(HEAVY))
-
-
-def run_in_process(args: list[str], cwd: Path) -> tuple[dict, str, str]:
-    proc = subprocess.run(
-        [sys.executable, "-c", IN_PROCESS, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=120
-    )
-    assert "@@VERDICT@@" in proc.stdout, proc.stdout + proc.stderr
-    output, _, verdict = proc.stdout.rpartition("\n@@VERDICT@@")
-    validate_json_outputs(args, output, cwd)
-    return json.loads(verdict), output, proc.stderr
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     write(tmp_path / "train.py", TRAINING_SCRIPT)
@@ -89,7 +56,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_file_without_losses_is_not_imported_and_starts_nothing(project: Path):
-    verdict, out, err = run_in_process(["check", "train.py"], project)
+    verdict, out, err = run_spied(["check", "train.py"], project)
     assert verdict["rc"] == 0, out + err
     assert verdict["heavy"] == []
     assert verdict["started"] == [], "no worker process may start when no file has a loss"
@@ -100,7 +67,7 @@ def test_file_without_losses_is_not_imported_and_starts_nothing(project: Path):
 
 
 def test_folder_without_losses_json(project: Path):
-    verdict, out, err = run_in_process(["check", ".", "--format", "json"], project)
+    verdict, out, err = run_spied(["check", ".", "--format", "json"], project)
     assert verdict["rc"] == 0, out + err
     assert verdict["heavy"] == [] and verdict["started"] == []
     report = json.loads(out)
@@ -109,14 +76,14 @@ def test_folder_without_losses_json(project: Path):
 
 
 def test_quiet_clean_run_prints_nothing(project: Path):
-    verdict, out, err = run_in_process(["check", "-q", "train.py", "pkg/helpers.py"], project)
+    verdict, out, err = run_spied(["check", "-q", "train.py", "pkg/helpers.py"], project)
     assert verdict == {"rc": 0, "heavy": [], "started": []}
     assert out.strip() == ""
 
 
 def test_syntax_error_is_reported_without_the_worker(tmp_path: Path):
     write(tmp_path / "broken_loss.py", "def my_loss(y_true, y_pred)\n    return y_true\n")
-    verdict, out, err = run_in_process(["check", "broken_loss.py", "--format", "json"], tmp_path)
+    verdict, out, err = run_spied(["check", "broken_loss.py", "--format", "json"], tmp_path)
     assert verdict["heavy"] == [] and verdict["started"] == []
     assert verdict["rc"] == 1  # LD001 is an error finding, not a crash
     report = json.loads(out)
@@ -159,6 +126,6 @@ def test_the_spy_does_see_the_worker_when_a_file_has_a_loss(tmp_path: Path):
     """The control for the tests above: the same harness notices the worker when there is one."""
     write(tmp_path / "losses.py", "from keras import ops\n\n\ndef my_loss(y_true, y_pred):\n"
           "    return ops.mean(ops.square(y_true - y_pred), axis=-1)\n")
-    verdict, out, err = run_in_process(["check", "-q", "losses.py"], tmp_path)
+    verdict, out, err = run_spied(["check", "-q", "losses.py"], tmp_path)
     assert verdict["rc"] == 0, out + err
     assert any("lossdiag.worker" in arg for args in verdict["started"] for arg in args)
