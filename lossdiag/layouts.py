@@ -982,8 +982,9 @@ def _informative(ev: Evidence | None) -> bool:
     return bool(ev.votes) or any(f.rank > 2 or f.constrained or f.reshape for f in facts)
 
 
-def propose(obj: Any, names: tuple[str, ...] = ()) -> list[Proposal]:
-    """Layouts to try for a loss object, in order; the first the loss runs on and depends on is used."""
+def propose(obj: Any, names: tuple[str, ...] = (), legacy: bool = False) -> list[Proposal]:
+    """Layouts to try for a loss object, in order; the first the loss runs on and depends on is used.
+    `legacy`: the layouts as tf_keras' `fit` hands them to a Keras-2 loss."""
     try:
         ev = analyse(obj)
     except Exception:
@@ -995,10 +996,20 @@ def propose(obj: Any, names: tuple[str, ...] = ()) -> list[Proposal]:
     proposals: list[Proposal] = []
     seen: set[ProbeSpec] = set()
     for spec, origin, reason in candidates:
+        if legacy:
+            spec = _as_keras2_feeds_it(spec)
         if spec not in seen:
             seen.add(spec)
             proposals.append(Proposal(spec, origin, reason, probabilities=not real))
     return proposals
+
+
+def _as_keras2_feeds_it(spec: ProbeSpec) -> ProbeSpec:
+    """tf_keras' `fit` expands rank-1 targets to (B, 1) against (B, C) predictions before any loss sees
+    them (`compile_utils.match_dtype_and_rank`): a Keras-2 loss never gets (B,) ids there."""
+    if len(spec.y_true) == 1 and len(spec.y_pred) == 2:
+        return ProbeSpec(("B", 1), spec.y_pred, spec.labels)
+    return spec
 
 
 def _bases(ev: Evidence | None, names: tuple[str, ...]) -> list[tuple[ProbeSpec, str, str]]:

@@ -239,11 +239,16 @@ def _coupling(runner: LossRunner, acc: _Accepted, ctx: ProbeContext) -> Coupling
     return Coupling(tuple(kept), delta, via[0] if len(via) == 1 else "both")
 
 
-def _watched(out: Any, axis: int, size: int) -> list[int]:
-    """The samples whose values the coupling probe watches: the first few with a nonzero value (a
-    masked loss is 0 for the samples it skips, and a 0 that stays 0 shows nothing), else the first few."""
+def _valued_samples(out: Any, axis: int, size: int) -> list[int]:
+    """The samples whose output along the batch axis is not all 0: a masked loss is 0 for the samples
+    it skips, and a 0 that stays 0 (or matches any scale) shows nothing."""
     rows = np.moveaxis(np.asarray(out), axis, 0).reshape(size, -1)
-    live = [i for i in range(size) if np.any(rows[i] != 0)]
+    return [int(i) for i in np.flatnonzero(np.any(rows != 0, axis=1))]
+
+
+def _watched(out: Any, axis: int, size: int) -> list[int]:
+    """The samples whose values the coupling probe watches: the first few with a value, else the first few."""
+    live = _valued_samples(out, axis, size)
     return live[:KEPT] if len(live) >= KEPT else list(range(KEPT))
 
 
@@ -306,8 +311,7 @@ def _expected_values(
     runner: LossRunner, acc: _Accepted, per_sample: bool, out: Any, size: int
 ) -> tuple[float | None, bool, bool]:
     """(expected, some sample alone was nonfinite, every sample alone gave the same value)."""
-    # a sample whose value is 0 (a masked one, or a row with no positive label) would match any scale
-    witness = next((i for i in range(size) if np.any(out[i] != 0)), None) if per_sample else None
+    witness = next(iter(_valued_samples(out, 0, size)), None) if per_sample else None
     if witness is not None:
         first = _alone(runner, acc.batch, [witness])
         if math.isfinite(first[0]) and np.allclose(first, [float(out[witness].mean())], rtol=1e-4, atol=1e-6):
@@ -380,23 +384,7 @@ def keras2_hint(error: str) -> str:
 def _proposals(loss: Any, names: tuple[str, ...], ctx: ProbeContext) -> list[layouts.Proposal]:
     if ctx.pinned is not None:
         return layouts.pinned(ctx.pinned, ctx.pinned_origin)
-    proposals = layouts.propose(loss, names)
-    return _as_keras2_feeds_them(proposals) if ctx.legacy else proposals
-
-
-def _as_keras2_feeds_them(proposals: list[layouts.Proposal]) -> list[layouts.Proposal]:
-    """tf_keras' `fit` expands rank-1 targets to (B, 1) against (B, C) predictions before any loss
-    sees them (`compile_utils.match_dtype_and_rank`): a Keras-2 loss never gets (B,) ids there."""
-    out: list[layouts.Proposal] = []
-    seen: set[ProbeSpec] = set()
-    for proposal in proposals:
-        spec = proposal.spec
-        if len(spec.y_true) == 1 and len(spec.y_pred) == 2:
-            proposal = replace(proposal, spec=ProbeSpec(("B", 1), spec.y_pred, spec.labels))
-        if proposal.spec not in seen:
-            seen.add(proposal.spec)
-            out.append(proposal)
-    return out
+    return layouts.propose(loss, names, legacy=ctx.legacy)
 
 
 def measure_loss(base: LossMeasurement, loss: Any, ctx: ProbeContext, runner: LossRunner | None = None) -> LossMeasurement:

@@ -85,3 +85,12 @@ def test_a_variance_column_means_no_layout_is_probed_at_exactly_0_and_1():
     assert proposals[0].spec.labels == "real"
     assert not any(p.probabilities for p in proposals)
     assert all(p.probabilities for p in layouts.propose(samples.no_hints, ("no_hints",)))
+
+
+def test_keras2_layouts_are_what_tf_keras_fit_hands_a_loss():
+    """tf_keras expands (B,) targets to (B, 1) against (B, C) predictions: no such layout is proposed."""
+    plain = [p.spec for p in layouts.propose(samples.no_hints, ("no_hints",))]
+    legacy = [p.spec for p in layouts.propose(samples.no_hints, ("no_hints",), legacy=True)]
+    assert ProbeSpec(("B",), ("B", layouts.CLASSES), "sparse") in plain
+    assert not any(len(s.y_true) == 1 and len(s.y_pred) == 2 for s in legacy)
+    assert ProbeSpec(("B", 1), ("B", layouts.CLASSES), "sparse") in legacy and len(set(legacy)) == len(legacy)
