@@ -211,6 +211,11 @@ def _root_name(node: ast.expr) -> str | None:
 # --- the pre-scan -----------------------------------------------------------------------------------
 
 
+def _with_main_globals(candidate: AstCandidate, analysis: script.ModuleAnalysis) -> AstCandidate:
+    main_only, main_set = analysis.main_globals(candidate.roots)
+    return replace(candidate, main_only=main_only, main_set=main_set)
+
+
 def scan_source(
     source: str,
     filename: str = "<string>",
@@ -239,7 +244,7 @@ def scan_source(
     except (SyntaxError, ValueError):  # symtable rejects a few things ast accepts (`nonlocal` at top level)
         analysis = None
     if analysis is not None:
-        found = [replace(c, main_only=analysis.main_only(c.roots), main_set=analysis.main_set(c.roots)) for c in found]
+        found = [_with_main_globals(c, analysis) for c in found]
     return tuple(sorted(found, key=lambda c: (c.line, c.name)))
 
 

@@ -206,38 +206,33 @@ class ModuleAnalysis:
 
     def main_only(self, roots: Iterable[str]) -> tuple[str, int] | None:
         """A global the roots read that only `if __name__ == "__main__":` sets: (name, line it is set)."""
-        needed, _ = self.closure(roots, always=())
-        elsewhere = {n for s in self.statements if s.category != "main" for n in s.binds}
-        found = []
-        for s in self.statements:
-            if s.category != "main":
-                continue
-            for name, line in _binding_lines(s.node):
-                if name in needed and name not in elsewhere and name not in _BUILTINS:
-                    found.append((line, name))
-        if not found:
-            return None
-        line, name = min(found)
-        return name, line
+        return self.main_globals(roots)[0]
 
-
-    def main_set(self, roots: Iterable[str]) -> tuple[str, int] | None:
-        """A global the roots read that is a `NAME = None` placeholder at module level and gets its
-        value only under `if __name__ == "__main__":` (name, line it is set there)."""
+    def main_globals(self, roots: Iterable[str]) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
+        """Globals the roots read that get their value only under `if __name__ == "__main__":`, each as
+        (name, line it is set there): one nothing else binds, and one that is a `NAME = None` placeholder
+        at module level."""
         needed, _ = self.closure(roots, always=())
         outside = [s for s in self.statements if s.category != "main"]
-        found = []
+        only: list[tuple[int, str]] = []
+        placeholder: list[tuple[int, str]] = []
         for s in self.statements:
             if s.category != "main":
                 continue
             for name, line in _binding_lines(s.node):
-                binders = [o for o in outside if name in o.binds]
-                if name in needed and binders and all(_assigns_none(o.node, name) for o in binders):
-                    found.append((line, name))
-        if not found:
-            return None
-        line, name = min(found)
-        return name, line
+                binders = [o for o in outside if name in o.binds] if name in needed else None
+                if binders == [] and name not in _BUILTINS:
+                    only.append((line, name))
+                elif binders and all(_assigns_none(o.node, name) for o in binders):
+                    placeholder.append((line, name))
+        return _first_set(only), _first_set(placeholder)
+
+
+def _first_set(found: list[tuple[int, str]]) -> tuple[str, int] | None:
+    if not found:
+        return None
+    line, name = min(found)
+    return name, line
 
 
 def _assigns_none(node: ast.stmt, name: str) -> bool:
