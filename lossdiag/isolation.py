@@ -289,8 +289,8 @@ class Worker:
             raise WorkerFailed(self.death()) from None
 
     def read_events(self) -> list[dict[str, Any]]:
-        """What the worker has sent so far, without blocking; WorkerFailed for bytes that are not ours
-        (after the good messages that came before them were taken: `corrupt` says it is pending)."""
+        """What the worker has sent so far, without blocking, up to any bytes that are not ours (then
+        `corrupt` says why, for the caller to fail the worker once it has taken these messages)."""
         messages: list[dict[str, Any]] = []
         while not self.eof:
             try:
@@ -302,9 +302,7 @@ class Worker:
                 break
             try:
                 messages += self.reader.feed(chunk)
-            except channel.ChannelError as exc:
-                if not messages:
-                    raise WorkerFailed(f"lossdiag's channel received {exc}") from None
+            except channel.ChannelError:
                 break
         return messages
 
@@ -553,12 +551,7 @@ class Session:
                 self._pump(worker)
 
     def _pump(self, worker: Worker) -> None:
-        try:
-            events = worker.read_events()
-        except WorkerFailed as failure:
-            self._fail(worker, failure.reason)
-            return
-        for event in events:
+        for event in worker.read_events():
             if worker not in self.workers:
                 return
             kind = event.get("event")

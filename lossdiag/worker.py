@@ -140,11 +140,13 @@ def measure_candidate(
     if cand.loss is None:
         return base
     try:
+        ctx = _context(request, options, cand.name, legacy, on_call)
         if cand.role == "metric":
             from lossdiag import metric_probe
 
-            return metric_probe.measure_metric(base, cand.loss, _context(request, options, cand.name, legacy, on_call))
-        m = probe.measure_loss(base, cand.loss, _context(request, options, cand.name, legacy, on_call))
+            m = metric_probe.measure_metric(base, cand.loss, ctx)
+        else:
+            m = probe.measure_loss(base, cand.loss, ctx)
     except Exception:  # a bug of ours: the user's exceptions never get here (the runner wraps them)
         return replace(base, internal_error=traceback.format_exc(limit=8))
     except BaseException as exc:  # SystemExit, KeyboardInterrupt or stranger, raised by the loss
