@@ -108,6 +108,25 @@ def test_patched_library_functions_and_methods_are_put_back(framework):
     assert problems == []
 
 
+def test_data_attributes_may_change_but_code_replaced_by_data_comes_back(framework):
+    import json
+
+    import keras
+
+    library = state.LibraryState()
+    dumps, call = json.dumps, keras.losses.Loss.__call__
+    json.lossdiag_counter = 0  # added data: no one's function
+    keras.losses.Loss.__call__ = None  # a method replaced by data
+    json.dumps = "not a function"
+    try:
+        restored, problems = library.restore_all()
+    finally:
+        del json.lossdiag_counter
+    assert json.dumps is dumps and keras.losses.Loss.__call__ is call
+    assert {"json.dumps", "keras.src.losses.loss.Loss.__call__"} <= set(restored)
+    assert not any("lossdiag_counter" in name for name in restored) and problems == []
+
+
 def test_a_user_function_left_in_a_library_module_asks_for_a_fresh_worker(framework):
     import json
 
