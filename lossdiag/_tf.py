@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib
 import importlib.abc
 import importlib.util
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -66,13 +69,31 @@ def _quiet_import(name: str) -> ModuleType:
             os.close(saved)
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic collector paused for the import, whose millions of long-lived objects are then frozen.
+
+    The import makes next to no cyclic garbage (about a thousand objects), but with the collector on, every
+    full collection walks all it has built so far: pausing it makes the import about a fifth faster, and
+    freezing keeps every later collection in the process (one per few losses) off those objects.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
+
+
 def load(legacy: bool = False) -> tuple[ModuleType, ModuleType]:
     """Return `(tensorflow, keras)`; with `legacy`, keras is tf_keras (Keras 2)."""
     key = "legacy" if legacy else "keras"
     if key in _state:
         return _state["tf"], _state[key]
     prepare_environment(legacy)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _collector_paused():
         warnings.simplefilter("ignore")
         tf = _quiet_import("tensorflow")
         keras_module = _quiet_import("tf_keras" if legacy else "keras")

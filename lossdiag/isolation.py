@@ -44,7 +44,8 @@ Progress = Callable[[str, "str | None"], None]
 _WORKER_COMMAND = (
     # Not `-m`: that puts the working directory first on sys.path, and a user's json.py or random.py
     # there would replace the real module inside TensorFlow itself.
-    "import sys; del sys.path[0]; from lossdiag.worker import main; sys.exit(main())"
+    # The collector stays paused until TensorFlow is imported (see `_tf.load`); `main` turns it back on.
+    "import gc, sys; gc.disable(); del sys.path[0]; from lossdiag.worker import main; sys.exit(main())"
 )
 
 
@@ -218,12 +219,10 @@ def _set_nonblocking(fd: int) -> int:
 
 
 def _worker_environment(legacy: bool, request_r: int, event_w: int, folder: str) -> dict[str, str]:
-    from lossdiag.worker import CHANNEL_ENV, GUARD_ENV, PARENT_ENV, TMPDIR_ENV
-
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", **_tf.forced_environment(legacy))
     env.update({
-        CHANNEL_ENV: f"{request_r},{event_w}", PARENT_ENV: str(os.getpid()), GUARD_ENV: os.urandom(8).hex(),
-        "TMPDIR": folder, TMPDIR_ENV: folder,
+        procs.CHANNEL_ENV: f"{request_r},{event_w}", procs.PARENT_ENV: str(os.getpid()),
+        procs.GUARD_ENV: os.urandom(8).hex(), "TMPDIR": folder, procs.TMPDIR_ENV: folder,
     })
     return env
 

@@ -11,6 +11,13 @@ import os
 import signal
 from typing import Any
 
+# What the parent puts in a worker's environment (here, not in the worker module, which imports numpy and
+# more: the parent must not pay for that before it starts the worker).
+CHANNEL_ENV = "LOSSDIAG_CHANNEL"  # "request_fd,event_fd" as the parent passed them
+PARENT_ENV = "LOSSDIAG_PARENT"  # the parent's pid: the worker must not outlive it
+GUARD_ENV = "LOSSDIAG_WORKER_TOKEN"  # inherited by everything the worker starts, so it can all be found
+TMPDIR_ENV = "LOSSDIAG_WORKER_TMPDIR"  # the worker's private TMPDIR, removed when the worker ends
+
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _libc: dict[str, Any] = {}

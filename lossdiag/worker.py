@@ -10,6 +10,7 @@ a loss forks, and kills them when the loss ends.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.util
 import os
@@ -23,12 +24,8 @@ from typing import Any
 
 from lossdiag import channel, discover, probe, procs, runner, script
 from lossdiag.measurement import LossMeasurement
+from lossdiag.procs import CHANNEL_ENV, GUARD_ENV, PARENT_ENV, TMPDIR_ENV
 from lossdiag.state import GlobalState, is_library
-
-CHANNEL_ENV = "LOSSDIAG_CHANNEL"  # "request_fd,event_fd" as the parent passed them
-PARENT_ENV = "LOSSDIAG_PARENT"  # the parent's pid: the worker must not outlive it
-GUARD_ENV = "LOSSDIAG_WORKER_TOKEN"  # inherited by everything the worker starts, so it can all be found
-TMPDIR_ENV = "LOSSDIAG_WORKER_TMPDIR"  # the worker's private TMPDIR, removed when the worker ends
 
 
 def _error_line(exc: BaseException, path: str) -> int | None:
@@ -273,6 +270,9 @@ def main() -> int:
         _tf.load(legacy)
         if legacy:
             _tf.install_keras2_alias()
+        # paused since the worker started (isolation._WORKER_COMMAND), and what is alive frozen by _tf.load;
+        # on before the session saves the interpreter's state, which each module's reset puts back
+        gc.enable()
         session = Session(link, options, guardian)
     except Exception as exc:
         link.send("fatal", message=f"cannot import TensorFlow/Keras: {probe.describe_exception(exc)}")

@@ -297,3 +297,33 @@ def test_without_tf_keras_only_the_keras2_modules_fail_and_reruns_keep_their_ker
     assert not session.queue[True] and len(session.queue[False]) == 1  # the Keras-3 module still waits
     with pytest.raises(isolation.StartupError):
         session._cannot_start(False, "cannot import TensorFlow/Keras: ImportError")
+
+
+@pytest.mark.tf
+def test_user_code_runs_with_the_cyclic_collector_on_in_every_module(tmp_path):
+    # The worker pauses the collector while it imports TensorFlow: the user's imports and losses must not
+    # notice, in the first module nor after a module's reset.
+    module = textwrap.dedent(
+        """\
+        import gc
+
+        import keras
+
+        ON_AT_IMPORT = gc.isenabled()
+
+
+        def mse_{i}(y_true, y_pred):
+            if not (ON_AT_IMPORT and gc.isenabled()):
+                raise RuntimeError("the cyclic collector is off")
+            return keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
+        """
+    )
+    for i in range(2):
+        (tmp_path / f"m{i}.py").write_text(module.format(i=i))
+    proc = subprocess.run(
+        [sys.executable, "-m", "lossdiag", "check", "m0.py", "m1.py", "--format", "json", "--no-cache"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300,
+    )
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0, proc.stdout
+    assert [(r["name"], r["findings"]) for r in report["results"]] == [("mse_0", []), ("mse_1", [])]
