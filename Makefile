@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# an editable install compiles nothing, and PYTHONDONTWRITEBYTECODE may forbid writing it later:
+	@# bytecode now, as a wheel install has it (a stale file is only recompiled in memory)
+	$(BIN)/python -m compileall -q lossdiag
 	touch $(STAMP)
 
 demo: $(STAMP)  ## run lossdiag on the seed fixture, which holds the seed bug on purpose

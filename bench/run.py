@@ -12,6 +12,7 @@ table in README.md between its `bench:start`/`bench:end` markers.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -188,6 +189,9 @@ def main() -> int:
     args = parser.parse_args()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", NO_COLOR="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # lossdiag's own bytecode, as a wheel install has it: this checkout is an editable install, and with
+    # PYTHONDONTWRITEBYTECODE every run would compile all of lossdiag again, twice (parent and worker)
+    compileall.compile_dir(REPO / "lossdiag", quiet=1)
     load = os.getloadavg()[0]
     print(f"lossdiag benchmark: median of {args.repeat} runs each; {os.cpu_count()} CPUs, load {load:.2f}", flush=True)
     # the worker's own TensorFlow settings (oneDNN off, no GPU): the floor lossdiag itself can reach
