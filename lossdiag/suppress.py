@@ -171,6 +171,16 @@ def _unused(place: Place, used: set[str], selected: Callable[[str], bool]) -> li
     return unused or None
 
 
+def _silences_ld003(places: Iterable[Place]) -> bool:
+    """A directive that names LD003 (or a prefix of it): a blanket `# lossdiag: ignore` that suppressed
+    nothing does not silence its own LD003, as ruff reports an unused blanket `# noqa` (RUF100)."""
+    for place in places:
+        codes = directive_at(place)
+        if codes and any("LD003".startswith(c) for c in codes):
+            return True
+    return False
+
+
 def unused_finding(place: Place, unused: list[str], name: str, cwd: Path) -> Finding:
     from lossdiag.rules import RULES
 
@@ -198,8 +208,8 @@ def apply(results: Sequence[LossResult], selector: Selector, cwd: Path) -> tuple
         unused = _unused(place, usage.used.get(place, set()), selected)
         if unused is not None:
             finding = unused_finding(place, unused, marked[index].name, cwd)
-            own = covering("LD003", [place, (_absolute(marked[index].file, cwd), marked[index].line)])
-            extra[index].append(replace(finding, suppressed=own is not None))
+            def_line = (_absolute(marked[index].file, cwd), marked[index].line)
+            extra[index].append(replace(finding, suppressed=_silences_ld003([place, def_line])))
     out = []
     for index, result in enumerate(marked):
         findings = tuple(sorted((*result.findings, *extra[index]), key=lambda f: (f.code, f.file, f.line)))

@@ -64,7 +64,8 @@ _CATALOGUE = (
         what="Reports an inline suppression comment on a loss's `def`/`class` line, or on a line a "
         "finding points at, that did not suppress any finding in this run. Only rules that were "
         "selected, on losses that were checked, count: a comment for a rule you did not run is "
-        "left alone.",
+        "left alone. Only a comment naming LD003 silences it: a bare `# lossdiag: ignore` that "
+        "suppressed nothing is reported as well.",
         why="A suppression that no longer matches a finding hides nothing today but will hide the "
         "next real bug on that loss. Remove it once the loss is fixed, as ruff's RUF100 asks for "
         "unused `# noqa`.",
