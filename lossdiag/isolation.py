@@ -730,8 +730,13 @@ def _name(label: str) -> str:
 
 
 def _failed(job: ModuleJob, name: str, reason: str) -> LossMeasurement:
-    """The measurement of a loss that took the worker down with it."""
-    return LossMeasurement(name=name, kind="function", file=str(job.path), line=job.lines.get(name, 1), error=reason)
+    """The measurement of a loss (or metric) that took the worker down with it: its kind and role as the
+    parent's scan found them."""
+    found = next((c for c in job.scan.candidates if c.name == name), None) if job.scan is not None else None
+    return LossMeasurement(
+        name=name, kind=found.kind if found else "function", file=str(job.path), line=job.lines.get(name, 1),
+        error=reason, role=found.role if found else "loss",
+    )
 
 
 def run_modules(

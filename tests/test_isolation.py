@@ -327,3 +327,29 @@ def test_user_code_runs_with_the_cyclic_collector_on_in_every_module(tmp_path):
     report = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stdout
     assert [(r["name"], r["findings"]) for r in report["results"]] == [("mse_0", []), ("mse_1", [])]
+
+
+def test_a_metric_that_takes_the_worker_down_is_reported_as_a_metric(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text(textwrap.dedent(
+        """\
+        import keras
+
+
+        def crashing_metric(y_true, y_pred):
+            import os
+            os.abort()
+
+
+        def mse(y_true, y_pred):
+            return keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
+
+
+        model = keras.Sequential([keras.layers.Dense(1)])
+        model.compile(loss=mse, metrics=[crashing_metric])
+        """
+    ))
+    job = ModuleJob(path, "m", tmp_path, scan=discover.scan_file(path, None), lines={"crashing_metric": 4})
+    failed = isolation._failed(job, "crashing_metric", "the worker was killed by SIGABRT while probing")
+    assert (failed.role, failed.kind, failed.line) == ("metric", "function", 4)
+    assert isolation._failed(job, "mse", "it timed out while probing").role == "loss"
