@@ -201,6 +201,7 @@ class _Val:
     kept: frozenset[str] = frozenset()  # roots whose axes it has, derived elementwise (`y_true * y_pred`: both)
     width: int | None = None  # the last axis's size, when a constant slice of it set it (`y[..., :4]`: 4)
     ranked: frozenset[str] = frozenset()  # roots whose rank it has (`y[..., 0:2]` changes a width, not the rank)
+    grown: str | None = None  # the one input it is, whole, with a new last axis (`expand_dims(y_true, -1)`)
 
     @property
     def exact(self) -> bool:
@@ -263,6 +264,7 @@ class Evidence:
     classes: int | None = None
     true_whole: bool = False  # y_true met the whole y_pred elementwise: same shapes
     true_vs_part: bool = False  # y_true met a slice or column of y_pred: y_true is one target column
+    true_below: bool = False  # y_true, given a last axis, met y_pred: y_true is y_pred without its last axis
     reasons: list[str] = field(default_factory=list)
 
     def facts(self, root: str) -> _Facts:
@@ -438,6 +440,7 @@ class _Analyzer:
         if isinstance(left, (int, float)) and isinstance(right, (int, float)):
             return _arith(node.op, left, right)
         self.pairing(left, right)
+        self.grown_meets_whole(left, right, node)
         self.vector_width(left, right, node)
         self.slice_meets_whole(left, right)
         return self.merge([left, right], keep_exact=True)
@@ -457,6 +460,8 @@ class _Analyzer:
     def _Subscript(self, node: ast.Subscript) -> Any:
         base = self.expr(node.value)
         if isinstance(base, _Val):
+            if base.sole() is not None and _adds_last_axis(node):
+                return _grown(base)
             if base.sole() is not None:
                 self.index(base.sole(), node)  # type: ignore[arg-type]
             return _derived(base, self.sliced_width(node), _keeps_rank(node))
@@ -515,6 +520,14 @@ class _Analyzer:
         if isinstance(lower, int) and isinstance(upper, int) and 0 <= lower < upper:
             return upper - lower
         return None
+
+    def grown_meets_whole(self, left: Any, right: Any, node: ast.BinOp) -> None:
+        """`expand_dims(y_true, -1) - y_pred`: the author gave y_true the axis it lacks, so y_true is y_pred
+        without its last axis (quantiles per target, a value per class); (B, 1) targets would pair samples."""
+        for grown, whole in ((left, right), (right, left)):
+            if isinstance(grown, _Val) and grown.grown == "T" and isinstance(whole, _Val) and whole.kept == {"P"}:
+                self.ev.true_below = True
+                self.ev.note(f"`{_snippet(node)}`")
 
     def slice_meets_whole(self, left: Any, right: Any) -> None:
         """`y_true[..., :4] - y_pred`: y_pred's last axis is as wide as that slice."""
@@ -680,6 +693,33 @@ def _as_constant(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[st
     return first if isinstance(first, _Val) else None
 
 
+def _grown(value: _Val) -> _Val:
+    """The whole input `value` with a new last axis: no longer its axes, but known to be it."""
+    return _Val(value.roots, frozenset(), None, frozenset(), grown=value.sole())
+
+
+def _is_new_axis(e: ast.expr) -> bool:
+    return (isinstance(e, ast.Constant) and e.value is None) or (isinstance(e, ast.Attribute) and e.attr == "newaxis")
+
+
+def _adds_last_axis(node: ast.Subscript) -> bool:
+    """`y[..., None]`, `y[..., tf.newaxis]` or `y[:, None]` (the idiom on (B,) targets)."""
+    elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+    if len(elts) != 2 or not _is_new_axis(elts[1]):
+        return False
+    first = elts[0]
+    full = isinstance(first, ast.Slice) and first.lower is None and first.upper is None and first.step is None
+    return full or (isinstance(first, ast.Constant) and first.value is Ellipsis)
+
+
+def _expand_dims(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    first = args[0] if args else None
+    axis = args[1] if len(args) > 1 else kwargs.get("axis", -1)  # K.expand_dims defaults to the last axis
+    if isinstance(first, _Val) and first.sole() is not None and axis == -1:
+        return _grown(first)
+    return an.merge(args + list(kwargs.values()))
+
+
 def _keeps_rank(node: ast.Subscript) -> bool:
     """A subscript of ranges and an ellipsis only: every axis stays (`y[..., 0:2]`, `y[:, 1:]`)."""
     elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
@@ -831,7 +871,7 @@ def _normalize(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str,
 _CALL_HANDLERS: dict[str, Any] = {
     "one_hot": _one_hot, "cast": _cast, "len": _len, "int": _number, "float": _number, "reshape": _reshape, "split": _split, "unstack": _unstack,
     "argmax": _argmax, "matmul": _pairwise, "dot": _pairwise, "tensordot": _pairwise, "einsum": _pairwise,
-    "l2_normalize": _normalize, "normalize": _normalize, "squeeze": _squeeze,
+    "l2_normalize": _normalize, "normalize": _normalize, "squeeze": _squeeze, "expand_dims": _expand_dims,
     **{name: _vote_call("ctc") for name in ("ctc_loss", "ctc_batch_cost", "ctc_loss_dense", "ctc_loss_v2")},
     **{name: _as_constant for name in ("convert_to_tensor", "constant", "variable", "array", "asarray")},
     **{name: _gather for name in _GATHERS},
@@ -938,6 +978,8 @@ def _targets(ev: Evidence, base: ProbeSpec, y_pred: tuple[int | str, ...], rank:
     true = ev.true
     if _borrows(true, ev.pred.reshape, ev.pred.folds):
         return [("B", *ev.pred.reshape)]  # type: ignore[misc]
+    if ev.true_below and len(y_pred) > 1:
+        return [y_pred[:-1]]
     same = _shape(true, base.y_pred, rank, None) if true.constrained or true.reshape is not None else y_pred
     if y_pred[-1] == 1 or true.constrained or true.reshape is not None or labels == "onehot":
         return [same]  # one-hot targets are as wide as the predictions, whatever met them
@@ -979,7 +1021,7 @@ def _informative(ev: Evidence | None) -> bool:
     if ev is None:
         return False
     facts = (ev.true, ev.pred)
-    return bool(ev.votes) or any(f.rank > 2 or f.constrained or f.reshape for f in facts)
+    return bool(ev.votes) or ev.true_below or any(f.rank > 2 or f.constrained or f.reshape for f in facts)
 
 
 def propose(obj: Any, names: tuple[str, ...] = (), legacy: bool = False) -> list[Proposal]:

@@ -41,6 +41,8 @@ def first(name: str) -> layouts.Proposal:
         ("triplet_int_slices", "y_true=B,256;y_pred=B,256;labels=binary"),  # int(total * 2 / 3) is a bound
         ("normalised_cce", "y_true=B,3;y_pred=B,3;labels=onehot"),  # y_pred / sum(y_pred, -1, keepdims=True)
         ("frame_ce", "y_true=B,6;y_pred=B,6,4;labels=sparse"),
+        ("quantile_heads", "y_true=B;y_pred=B,3;labels=real"),  # expand_dims(y_true, -1) - y_pred: y_true lacks an axis
+        ("quantile_heads_newaxis", "y_true=B;y_pred=B,3;labels=real"),  # y_true[..., tf.newaxis] - y_pred
         ("padded_objective", "y_true=B,6;y_pred=B,6,5;labels=sparse"),  # y_true != PAD_ID: padded sequences  # ids reduced over axis=-1: (B, T) frames
     ],
 )

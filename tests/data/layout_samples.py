@@ -138,3 +138,13 @@ PAD_ID = 0
 def padded_objective(y_true, y_pred):
     per_token = scce(y_true, y_pred)  # a loss object built elsewhere: says nothing of the shapes
     return tf.reduce_sum(per_token * tf.cast(y_true != PAD_ID, tf.float32))
+
+
+def quantile_heads(y_true, y_pred):
+    err = ops.expand_dims(y_true, -1) - y_pred
+    return ops.mean(ops.maximum(0.5 * err, -0.5 * err), axis=-1)
+
+
+def quantile_heads_newaxis(y_true, y_pred):
+    err = y_true[..., tf.newaxis] - y_pred
+    return ops.mean(ops.abs(err), axis=-1)
