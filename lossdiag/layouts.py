@@ -202,6 +202,7 @@ class _Val:
     width: int | None = None  # the last axis's size, when a constant slice of it set it (`y[..., :4]`: 4)
     ranked: frozenset[str] = frozenset()  # roots whose rank it has (`y[..., 0:2]` changes a width, not the rank)
     grown: str | None = None  # the one input it is, whole, with a new last axis (`expand_dims(y_true, -1)`)
+    ids: bool = False  # class ids taken from the predictions (`argmax(y_pred, axis=-1)`)
 
     @property
     def exact(self) -> bool:
@@ -265,6 +266,8 @@ class Evidence:
     true_whole: bool = False  # y_true met the whole y_pred elementwise: same shapes
     true_vs_part: bool = False  # y_true met a slice or column of y_pred: y_true is one target column
     true_below: bool = False  # y_true, given a last axis, met y_pred: y_true is y_pred without its last axis
+    pred_vs_part: bool = False  # y_pred met a slice or column of y_true: y_true packs more than the targets
+    helpers: list[str] = field(default_factory=list)  # the user's functions it calls, whose names say more
     reasons: list[str] = field(default_factory=list)
 
     def facts(self, root: str) -> _Facts:
@@ -416,7 +419,10 @@ class _Analyzer:
     def _Name(self, node: ast.Name) -> Any:
         if node.id in self.env:
             return self.env[node.id]
-        return _constant(self.constants.get(node.id))
+        if node.id in self.constants:
+            return _constant(self.constants[node.id])
+        # a module constant a default reads (`dim=EMBED_DIM`): not among the body's closure variables
+        return _constant(self.globals.get(node.id))
 
     def _Attribute(self, node: ast.Attribute) -> Any:
         if isinstance(node.value, ast.Name) and node.value.id == "self" and self.code.owner is not None:
@@ -448,6 +454,7 @@ class _Analyzer:
     def _Compare(self, node: ast.Compare) -> Any:
         values = [self.expr(node.left), *(self.expr(c) for c in node.comparators)]
         self.padding(node, [node.left, *node.comparators], values)
+        self.compared_ids(node, values)
         return self.merge(values, keep_exact=True)
 
     def _BoolOp(self, node: ast.BoolOp) -> Any:
@@ -494,6 +501,12 @@ class _Analyzer:
         ranked = frozenset().union(*(v.ranked for v in vals)) if keep_exact else frozenset()
         return _Val(roots, kept, None, ranked)
 
+    def compared_ids(self, node: ast.expr, values: list[Any]) -> None:
+        """`argmax(y_pred, -1) == y_true`: the targets are class ids, one per sample."""
+        predicted = any(isinstance(v, _Val) and v.ids for v in values)
+        if predicted and any(isinstance(v, _Val) and v.sole() == "T" for v in values):
+            self.ev.vote("sparse", node)
+
     def padding(self, node: ast.expr, operands: list[ast.expr], values: list[Any]) -> None:
         """`y_true != PAD_ID`: targets compared with a padding id are padded sequences of ids."""
         targets = any(isinstance(v, _Val) and v.roots == {"T"} for v in values)
@@ -508,6 +521,8 @@ class _Analyzer:
                     self.ev.true_whole = True
                 elif a.exact:
                     self.ev.true_vs_part = True
+                elif b.exact:
+                    self.ev.pred_vs_part = True
 
     def sliced_width(self, node: ast.Subscript) -> int | None:
         """`y[..., 1:5]` or `y[:, :, :4]`: the width a constant slice of the last axis leaves."""
@@ -617,7 +632,10 @@ class _Analyzer:
             params = params[1:]
         env = dict(zip(params, args, strict=False))  # extra positional arguments are not followed
         env.update({k: v for k, v in kwargs.items() if k in params})
+        if callee.fn.__name__ not in self.ev.helpers:
+            self.ev.helpers.append(callee.fn.__name__)
         inner = _Analyzer(callee, self.ev, env, self.depth + 1)
+        _defaults(inner, tree)  # `def split_views(y, dim=EMBED_DIM)` called without dim: dim is EMBED_DIM
         inner.body(tree.body)
         if len(inner.returned) == 1 and isinstance(inner.returned[0], list):
             return inner.returned[0]  # `return actions, advantage, old` unpacks at the call site
@@ -630,6 +648,7 @@ class _Analyzer:
             return handler(self, node, args, kwargs)
         if name in ("equal", "not_equal"):
             self.padding(node, list(node.args), args)
+            self.compared_ids(node, args)
         if name in _ELEMENTWISE:
             if name in ("exp", "softplus") and isinstance(first, _Val) and first.roots == {"P"} and not first.exact:
                 self.ev.vote("real", node)
@@ -852,13 +871,32 @@ def _len(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any])
 def _argmax(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
     if args and isinstance(args[0], _Val) and args[0].roots == {"T"}:
         an.ev.vote("onehot", node)
-    return an.weaken(args[0]) if args else None
+    weakened = an.weaken(args[0]) if args else None
+    if isinstance(weakened, _Val) and weakened.roots == {"P"}:
+        return replace(weakened, ids=True)
+    return weakened
+
+
+def _matrix_shape(value: Any) -> tuple[int, int] | None:
+    """(rows, columns) of a constant matrix the analysis read (a numpy table of class centres)."""
+    if not isinstance(value, list) or len(value) < 2 or not all(isinstance(row, list) for row in value):
+        return None
+    widths = {len(row) for row in value}
+    return (len(value), widths.pop()) if len(widths) == 1 and 0 not in widths else None
 
 
 def _pairwise(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
     vals = [a for a in args if isinstance(a, _Val)]
     if len(vals) >= 2 and all(v.roots == {"P"} for v in vals):
         an.ev.vote("embedding", node)
+    left, right = [*args, None, None][:2]
+    matrix = _matrix_shape(right)
+    root = left.sole() if isinstance(left, _Val) else None
+    if isinstance(left, _Val) and root is not None and matrix is not None:
+        # `K.dot(y_true, CENTERS)` with CENTERS (10, 64): y_true has 10 entries, the product 64
+        an.ev.facts(root).sizes[-1] = matrix[0]
+        an.ev.note(f"`{_snippet(node)}` ({matrix[0]}×{matrix[1]} matrix)")
+        return _Val(left.roots, frozenset(), matrix[1], left.ranked)
     return an.merge(args)
 
 
@@ -1002,17 +1040,31 @@ def refine(base: ProbeSpec, ev: Evidence) -> list[ProbeSpec]:
     if labels == "sparse":
         ids = y_pred[:-1]
         return [ProbeSpec(ids, y_pred, labels), ProbeSpec((*ids, 1), y_pred, labels)]
-    return [ProbeSpec(y_true, y_pred, labels) for y_true in _targets(ev, base, y_pred, rank, labels)]
+    specs = [ProbeSpec(y_true, y_pred, labels) for y_true in _targets(ev, base, y_pred, rank, labels)]
+    return _one_column_heads(ev, specs) + specs
 
 
-def _base_specs(names: tuple[str, ...]) -> list[tuple[ProbeSpec, str, str]]:
-    """(layout, origin, reason) from the loss's names, then the ladder."""
-    text = " ".join(n for n in names if n)
+def _one_column_heads(ev: Evidence, specs: list[ProbeSpec]) -> list[ProbeSpec]:
+    """`y_pred + y_true[:, 1]`, y_true indexed and y_pred never: a one-column head against packed targets
+    (a count and its exposure, a value and its weight), tried before the same widths."""
+    if not ev.pred_vs_part or not ev.true.constrained or ev.true_whole or ev.pred.constrained:
+        return []
+    return [replace(spec, y_pred=(*spec.y_pred[:-1], 1)) for spec in specs if spec.y_pred[-1] != 1]
+
+
+def _base_specs(names: tuple[str, ...], helpers: tuple[str, ...] = ()) -> list[tuple[ProbeSpec, str, str]]:
+    """(layout, origin, reason) from the loss's names, then from the helpers it calls (`custom_loss` adding
+    `dice_coef_loss`: a segmentation loss), then the ladder."""
     out: list[tuple[ProbeSpec, str, str]] = []
-    for what, pattern, specs in _FAMILIES:
-        match = pattern.search(text)
-        if match:
-            out += [(spec, "name", f"the name `{match.group(0)}` reads as {what}") for spec in specs]
+    matched: set[str] = set()
+    for source, words in (("name", names), ("helper", helpers)):
+        text = " ".join(n for n in words if n)
+        for what, pattern, specs in _FAMILIES:
+            match = pattern.search(text)
+            if match and what not in matched:
+                matched.add(what)
+                reason = f"the {source} `{match.group(0)}` reads as {what}"
+                out += [(spec, "name", reason) for spec in specs]
     out += [(spec, "ladder", "the default ladder") for spec in LADDER]
     return out
 
@@ -1057,7 +1109,7 @@ def _as_keras2_feeds_it(spec: ProbeSpec) -> ProbeSpec:
 def _bases(ev: Evidence | None, names: tuple[str, ...]) -> list[tuple[ProbeSpec, str, str]]:
     """The layouts the names suggest and the ladder, after padded sequences when the code compares
     the targets with a padding id."""
-    bases = _base_specs(names)
+    bases = _base_specs(names, tuple(ev.helpers) if ev is not None else ())
     if ev is not None and "padded" in ev.votes:
         reason = f"the code: `{ev.votes['padded']}` (padded sequences)"
         bases = [(spec, "name", reason) for spec in SEQUENCE_LAYOUTS] + bases

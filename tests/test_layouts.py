@@ -43,6 +43,11 @@ def first(name: str) -> layouts.Proposal:
         ("frame_ce", "y_true=B,6;y_pred=B,6,4;labels=sparse"),
         ("quantile_heads", "y_true=B;y_pred=B,3;labels=real"),  # expand_dims(y_true, -1) - y_pred: y_true lacks an axis
         ("quantile_heads_newaxis", "y_true=B;y_pred=B,3;labels=real"),  # y_true[..., tf.newaxis] - y_pred
+        ("view_cosine", "y_true=B,128;y_pred=B,128;labels=binary"),  # _views(y_pred) with width=VIEW_WIDTH
+        ("prototype_pull", "y_true=B,6;y_pred=B,16;labels=binary"),  # dot(y_true, a 6×16 table) meets y_pred
+        ("packed_target_offset", "y_true=B,2;y_pred=B,1;labels=binary"),  # y_pred + y_true[:, 1:2]: one column
+        ("argmax_misses", "y_true=B;y_pred=B,4;labels=sparse"),  # argmax(y_pred) == y_true: class ids
+        ("total_objective", "y_true=B,16,16,1;y_pred=B,16,16,1;labels=binary"),  # calls dice_coef_loss
         ("padded_objective", "y_true=B,6;y_pred=B,6,5;labels=sparse"),  # y_true != PAD_ID: padded sequences  # ids reduced over axis=-1: (B, T) frames
     ],
 )

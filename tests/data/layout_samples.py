@@ -148,3 +148,41 @@ def quantile_heads(y_true, y_pred):
 def quantile_heads_newaxis(y_true, y_pred):
     err = y_true[..., tf.newaxis] - y_pred
     return ops.mean(ops.abs(err), axis=-1)
+
+VIEW_WIDTH = 64
+PROTOTYPES = np.ones((6, 16), dtype="float32")
+
+
+def _views(y_pred, width=VIEW_WIDTH):
+    return y_pred[:, :width], y_pred[:, width:2 * width]
+
+
+def view_cosine(y_true, y_pred):
+    first, second = _views(y_pred)  # the helper's default reads a module constant
+    return 1.0 - ops.sum(first * second, axis=-1)
+
+
+def prototype_pull(y_true, y_pred):
+    return ops.mean(ops.square(y_pred - K.dot(y_true, K.constant(PROTOTYPES))), axis=-1)
+
+
+def packed_target_offset(y_true, y_pred):
+    counts, offset = y_true[:, 0:1], y_true[:, 1:2]
+    return ops.mean(ops.exp(y_pred + offset) - counts * (y_pred + offset), axis=-1)
+
+
+def argmax_misses(y_true, y_pred):
+    guess = ops.argmax(y_pred, axis=-1)
+    return 1.0 - ops.cast(ops.equal(guess, ops.cast(y_true, guess.dtype)), "float32")
+
+
+def _overlap_ratio(y_true, y_pred):
+    return ops.sum(y_true * y_pred) / ops.sum(y_true + y_pred)
+
+
+def dice_coef_loss(y_true, y_pred):
+    return 1.0 - _overlap_ratio(y_true, y_pred)
+
+
+def total_objective(y_true, y_pred):
+    return ops.sum(ops.abs(y_true - y_pred)) + dice_coef_loss(y_true, y_pred)
