@@ -39,7 +39,8 @@ SCALAR = ((7, ()), (32, ()))
         (((7, (2,)), (32, (2,))), (2.0, 4.0), {}, "LD103"),  # axis 0 reduced, feature kept
         (((7, (14,)), (32, (64,))), (1.0, 1.0), {}, "LD103"),  # batch flattened with features
         (((7, (7, 7)), (32, (32, 32))), (1.0, 1.0), {}, "LD104"),  # (B, B)
-        (SCALAR, (1.0, 1.0), {"pairing_free": True}, "LD104"),  # a pairing pooled into a scalar
+        (SCALAR, (1.0, 1.0), {"pairing_free": True, "cross_op": "(B,) - (B, 1) -> (B, B)"}, "LD104"),  # a pairing pooled
+        (((7, (2,)), (32, (2,))), (1.0, 1.0), {"pairing_free": True}, "LD103"),  # mean(y_true, 0) - mean(y_pred, 0)
         (PER_SAMPLE, (1.0, 1.0), {"coupling": Coupling((0, 1, 2, 3), 0.1, "both")}, "LD105"),
         (PER_SAMPLE, (1.0, 1.0), {"coupling": Coupling((0, 1, 2, 3), 0.1, "targets"), "cross_op": "(B,) - (B, 1) -> (B, B)"},
          "LD104"),

@@ -134,7 +134,9 @@ def _rank_changes(m: LossMeasurement, layout: Layout, shapes: Shapes) -> Detecti
 def _paired(m: LossMeasurement, layout: Layout, shapes: Shapes) -> Detection | None:
     if len(shapes.batch) >= 2 or shapes.squared:
         what = "two axes follow the batch size" if len(shapes.batch) >= 2 else "an axis holds batch size × batch size"
-    elif layout.pairing_free and not is_sum(layout):  # Σ(t - p) ignores the pairing too, but is a plain sum
+    elif layout.pairing_free and layout.cross_op and not is_sum(layout):
+        # Σ(t - p) ignores the pairing too, but is a plain sum; and mean(y_true, 0) - mean(y_pred, 0) (feature
+        # matching) ignores it with no (B, B) anywhere: a batch statistic, not a pairing
         what = (
             "the value stays the same when the targets are handed to other samples, though it changes with "
             "the targets themselves: every prediction was compared with every target"
