@@ -62,6 +62,12 @@ SEQUENCE_LAYOUTS: tuple[ProbeSpec, ...] = (
     ProbeSpec(("B", STEPS, 1), ("B", STEPS, 1), "real"),
 )
 
+# Waveforms: long enough for a 1024-point STFT frame, and no multiple of a batch size the prober uses.
+AUDIO_SAMPLES = 4000
+AUDIO_LAYOUTS: tuple[ProbeSpec, ...] = (ProbeSpec(("B", AUDIO_SAMPLES), ("B", AUDIO_SAMPLES), "real"),)
+POINTS = 64  # points per cloud
+CLOUD_LAYOUTS: tuple[ProbeSpec, ...] = (ProbeSpec(("B", POINTS, 3), ("B", POINTS, 3), "real"),)
+
 # CTC aligns a short label sequence with many frames: ids (B, L) against per-frame probabilities (B, T, V).
 CTC_LAYOUTS: tuple[ProbeSpec, ...] = (ProbeSpec(("B", 4), ("B", 24, CLASSES + 1), "sparse"),)
 
@@ -93,6 +99,10 @@ _FAMILIES: tuple[tuple[str, re.Pattern[str], tuple[ProbeSpec, ...]], ...] = (
     ("an adversarial loss", re.compile(r"wasserstein|hinge|critic|gan\b|gan_|discrimin|generator|adversar|wgan|lsgan", re.I), (
         ProbeSpec(("B", 1), ("B", 1), "real"),
     )),
+    ("an audio loss", re.compile(r"stft|spectr|mel_|_mel|mfcc|sdr|snr|waveform|audio|speech|vocoder|pesq", re.I),
+     AUDIO_LAYOUTS),
+    ("a point-cloud loss", re.compile(r"chamfer|point_?cloud|pointnet|earth_?mover|\bemd\b|_emd|emd_|sliced_w", re.I),
+     CLOUD_LAYOUTS),
     ("a quantile loss", re.compile(r"quantile|pinball", re.I), (
         ProbeSpec(("B", 1), ("B", 3), "real"),
         ProbeSpec(("B", 1), ("B", 1), "real"),
@@ -445,6 +455,8 @@ class _Analyzer:
         left, right = self.expr(node.left), self.expr(node.right)
         if isinstance(left, (int, float)) and isinstance(right, (int, float)):
             return _arith(node.op, left, right)
+        if isinstance(node.op, ast.Mult) and isinstance(left, list) and isinstance(right, int) and 0 < right <= 64:
+            return left * right  # `[num_mixtures] * 3`: split sizes
         self.pairing(left, right)
         self.grown_meets_whole(left, right, node)
         self.vector_width(left, right, node)
@@ -900,6 +912,31 @@ def _pairwise(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, 
     return an.merge(args)
 
 
+def _einsum(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """`einsum("bnc,ck->bnk", y_true, DIRECTIONS)`: an input's rank from its subscripts, and the sizes a
+    constant operand gives the letters they share."""
+    equation, operands = (args[0], args[1:]) if args and isinstance(args[0], str) else (None, args)
+    if equation is None or "..." in equation or "->" not in equation:
+        return _pairwise(an, node, operands, kwargs)
+    subscripts = equation.replace(" ", "").split("->")[0].split(",")
+    sizes: dict[str, int] = {}
+    for letters, value in zip(subscripts, operands, strict=False):
+        matrix = _matrix_shape(value)
+        if matrix is not None and len(letters) == 2:
+            sizes.update(zip(letters, matrix, strict=True))
+    for letters, value in zip(subscripts, operands, strict=False):
+        root = value.sole() if isinstance(value, _Val) else None
+        if root is None:
+            continue
+        facts = an.ev.facts(root)
+        facts.rank = max(facts.rank, len(letters))
+        for axis, letter in enumerate(letters[1:], start=1):
+            if letter in sizes:
+                facts.sizes[axis] = sizes[letter]
+        an.ev.note(f"`{_snippet(node)}`")
+    return _pairwise(an, node, operands, kwargs)
+
+
 def _normalize(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
     if args and isinstance(args[0], _Val) and args[0].roots == {"P"}:
         an.ev.vote("embedding", node)
@@ -908,9 +945,11 @@ def _normalize(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str,
 
 _CALL_HANDLERS: dict[str, Any] = {
     "one_hot": _one_hot, "cast": _cast, "len": _len, "int": _number, "float": _number, "reshape": _reshape, "split": _split, "unstack": _unstack,
-    "argmax": _argmax, "matmul": _pairwise, "dot": _pairwise, "tensordot": _pairwise, "einsum": _pairwise,
+    "argmax": _argmax, "matmul": _pairwise, "dot": _pairwise, "tensordot": _pairwise,
     "l2_normalize": _normalize, "normalize": _normalize, "squeeze": _squeeze, "expand_dims": _expand_dims,
     **{name: _vote_call("ctc") for name in ("ctc_loss", "ctc_batch_cost", "ctc_loss_dense", "ctc_loss_v2")},
+    **{name: _vote_call("audio") for name in ("stft", "inverse_stft", "mfccs_from_log_mel_spectrograms")},
+    "einsum": _einsum,
     **{name: _as_constant for name in ("convert_to_tensor", "constant", "variable", "array", "asarray")},
     **{name: _gather for name in _GATHERS},
     **{name: _vote_call("sparse") for name in _SPARSE_CE},
@@ -1110,6 +1149,9 @@ def _bases(ev: Evidence | None, names: tuple[str, ...]) -> list[tuple[ProbeSpec,
     """The layouts the names suggest and the ladder, after padded sequences when the code compares
     the targets with a padding id."""
     bases = _base_specs(names, tuple(ev.helpers) if ev is not None else ())
+    if ev is not None and "audio" in ev.votes:
+        reason = f"the code: `{ev.votes['audio']}` (waveforms)"
+        bases = [(spec, "name", reason) for spec in AUDIO_LAYOUTS] + bases
     if ev is not None and "padded" in ev.votes:
         reason = f"the code: `{ev.votes['padded']}` (padded sequences)"
         bases = [(spec, "name", reason) for spec in SEQUENCE_LAYOUTS] + bases

@@ -48,6 +48,10 @@ def first(name: str) -> layouts.Proposal:
         ("packed_target_offset", "y_true=B,2;y_pred=B,1;labels=binary"),  # y_pred + y_true[:, 1:2]: one column
         ("argmax_misses", "y_true=B;y_pred=B,4;labels=sparse"),  # argmax(y_pred) == y_true: class ids
         ("total_objective", "y_true=B,16,16,1;y_pred=B,16,16,1;labels=binary"),  # calls dice_coef_loss
+        ("waveform_l1", "y_true=B,4000;y_pred=B,4000;labels=real"),  # tf.signal.stft: waveforms
+        ("projected_gap", "y_true=B,6,3;y_pred=B,6,3;labels=binary"),  # einsum "bnc,cd->bnd" with a 3×8 table
+        ("mixture_head", "y_true=B,1;y_pred=B,12;labels=real"),  # split sizes [MIXES] * 3
+        ("chamfer", "y_true=B,64,3;y_pred=B,64,3;labels=real"),  # the name: a point cloud
         ("padded_objective", "y_true=B,6;y_pred=B,6,5;labels=sparse"),  # y_true != PAD_ID: padded sequences  # ids reduced over axis=-1: (B, T) frames
     ],
 )

@@ -186,3 +186,27 @@ def dice_coef_loss(y_true, y_pred):
 
 def total_objective(y_true, y_pred):
     return ops.sum(ops.abs(y_true - y_pred)) + dice_coef_loss(y_true, y_pred)
+
+MIXES = 4
+SLICE_DIRS = np.ones((3, 8), dtype="float32")
+
+
+def waveform_l1(y_true, y_pred):
+    spec = lambda w: tf.abs(tf.signal.stft(w, frame_length=512, frame_step=128))  # noqa: E731
+    return tf.reduce_mean(tf.abs(spec(y_true) - spec(y_pred)), axis=[1, 2])
+
+
+def projected_gap(y_true, y_pred):
+    a = tf.einsum("bnc,cd->bnd", y_true, SLICE_DIRS)
+    b = tf.einsum("bnc,cd->bnd", y_pred, SLICE_DIRS)
+    return tf.reduce_mean(tf.abs(a - b), axis=[1, 2])
+
+
+def mixture_head(y_true, y_pred):
+    logits, mu, log_sigma = tf.split(y_pred, [MIXES] * 3, axis=-1)
+    return tf.reduce_logsumexp(logits - tf.square(y_true - mu) * tf.exp(-log_sigma), axis=-1)
+
+
+def chamfer(y_true, y_pred):
+    d = ops.sum(ops.square(ops.expand_dims(y_true, 2) - ops.expand_dims(y_pred, 1)), axis=-1)
+    return ops.mean(ops.min(d, axis=-1), axis=-1)
