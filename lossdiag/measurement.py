@@ -73,6 +73,7 @@ class Layout:
     coupling: Coupling | None = None  # a sample's value moved when another sample changed
     pairing_free: bool = False  # the value ignores which target goes with which prediction
     cross_op: str = ""  # a (B,) x (B, 1) broadcast the graph shows, e.g. "(B,) - (B, 1) -> (B, B)"
+    pooled_pairs: str = ""  # y_pred's (B, B) pairs reduced at once to no batch axis, e.g. "sum over (B, B) -> ()"
     boundary: str | None = None  # how predictions exactly at 0/1 made the output nonfinite
     gradient: str | None = None  # a Gradient, or None when not measured
     expected: float | None = None  # mean over samples of the Keras-reported value of each sample alone

@@ -416,5 +416,5 @@ def _with_trace(runner: LossRunner, m: LossMeasurement, ctx: ProbeContext) -> Lo
     call = runner.loss.call if runner.via_call else runner.loss
     make = lambda b: batches.make(spec, b, ctx.seed)  # noqa: E731
     result = trace.trace_loss(call, make, batch_sizes=batches.trace_batch_sizes(spec), on_call=ctx.on_call)
-    layout = replace(m.layout, cross_op=result.cross_op)
+    layout = replace(m.layout, cross_op=result.cross_op, pooled_pairs=result.pooled_pairs)
     return replace(m, layout=layout, trace=result.trace if ctx.trace else None)

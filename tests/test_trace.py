@@ -325,3 +325,29 @@ def test_a_deliberate_pairwise_matrix_is_not_an_accidental_cross_broadcast():
 
     assert trace_loss(_tf.loss_wrapper(pairwise).call, _inputs((2,))).cross_op == ""
     assert trace_loss(_tf.loss_wrapper(accidental).call, _inputs((1,))).cross_op == "(B, 1) - (B,) -> (B, B)"
+
+
+@pytest.mark.tf
+@pytest.mark.inprocess
+def test_pairs_of_samples_pooled_at_once_are_told_from_rows_reduced_first():
+    """A pairwise ranking hinge sums its (B, B) pairs straight into one value (LD104); a per-anchor mining,
+    or a pair mask built from y_true alone, does not pool y_pred's pairs that way."""
+    from keras import ops
+
+    from lossdiag import _tf
+    from lossdiag.trace import trace_loss
+
+    def ranking(y_true, y_pred):
+        return ops.sum(ops.relu(1.0 - (y_pred - ops.transpose(y_pred))) * (y_true * ops.transpose(1.0 - y_true)))
+
+    def mined(y_true, y_pred):
+        d = ops.sum(ops.square(ops.expand_dims(y_pred, 1) - ops.expand_dims(y_pred, 0)), axis=-1)
+        return ops.mean(ops.max(d, axis=-1)) + 0.0 * ops.sum(y_true)
+
+    def counted(y_true, y_pred):
+        same = ops.cast(ops.equal(y_true, ops.transpose(y_true)), "float32")
+        return ops.mean(ops.square(y_true - y_pred)) / (ops.sum(same) + 1.0)
+
+    assert trace_loss(_tf.loss_wrapper(ranking).call, _inputs((1,))).pooled_pairs == "sum over (B, B) -> ()"
+    assert trace_loss(_tf.loss_wrapper(mined).call, _inputs((2,))).pooled_pairs == ""
+    assert trace_loss(_tf.loss_wrapper(counted).call, _inputs((1,))).pooled_pairs == ""

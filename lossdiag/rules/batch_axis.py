@@ -143,6 +143,15 @@ def _paired(m: LossMeasurement, layout: Layout, shapes: Shapes) -> Detection | N
         )
     elif layout.coupling is not None and layout.cross_op:
         what = f"one value per sample, but a (B,) tensor met a (B, 1) one: {layout.cross_op}"
+    elif layout.pooled_pairs and not shapes.batch:
+        return Detection(
+            "LD104",
+            f"{_where(m)}: every prediction was paired with every other sample's and the pairs were pooled at once "
+            f"({layout.pooled_pairs}): no sample has a value of its own.{_numbers(m)}",
+            "pair the items within each sample (one query's list, on its own axis), not samples across the batch; "
+            "if the pairs across the batch are meant, reduce each row to one value per sample first",
+            ("broadcast",),
+        )
     else:
         return None
     return Detection(

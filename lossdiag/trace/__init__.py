@@ -20,10 +20,12 @@ __all__ = ["TraceResult", "estimate_peak_bytes", "trace_loss"]
 
 @dataclass(frozen=True)
 class TraceResult:
-    """The located events, and the (B,)-against-(B, 1) broadcast the graph shows, if any (a verdict fact)."""
+    """The located events, and two verdict facts the graph shows: a (B,)-against-(B, 1) broadcast, and
+    pairs of samples pooled straight into one value."""
 
     trace: Trace
     cross_op: str = ""
+    pooled_pairs: str = ""
 
 
 def _one_line(exc: BaseException) -> str:
@@ -70,8 +72,9 @@ def trace_loss(
         return TraceResult(Trace(error=_one_line(exc)))
     if walk.nested:
         error = "the loss runs a nested graph (@tf.function, tf.cond or tf.while_loop) that is not followed"
-        return TraceResult(Trace(error=error), walk.cross_op)
-    return TraceResult(Trace(events=explain.events(tf, walk), hint=explain.hint(tf, walk)), walk.cross_op)
+        return TraceResult(Trace(error=error), walk.cross_op, walk.pooled_pairs)
+    trace = Trace(events=explain.events(tf, walk), hint=explain.hint(tf, walk))
+    return TraceResult(trace, walk.cross_op, walk.pooled_pairs)
 
 
 def estimate_peak_bytes(

@@ -35,6 +35,7 @@ class Walk:
     broadcast_slices: list[OpInfo] = field(default_factory=list)  # slices behind a broadcast's lower-rank side
     out_labels: Labels | None = None
     cross_op: str = ""  # an accidental (B,) x (B, 1) broadcast, e.g. "(B, 1) - (B,) -> (B, B)"
+    pooled_pairs: str = ""  # a (B, B) tensor of y_pred's pairs reduced straight to no batch axis
     nested: bool = False  # the loss runs a nested graph the walk does not follow
 
 
@@ -169,10 +170,38 @@ def cross_op(graph_ops: Sequence[Any], labels: Callable[[Any], Labels | None]) -
     return ""
 
 
+def _feeds_from(tensor: Any, source: Any) -> bool:
+    """Whether `source` (a placeholder) is among the tensor's ancestors."""
+    seen: set[str] = set()
+    stack = [tensor.op]
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        if any(t is source for t in op.outputs):
+            return True
+        stack.extend(t.op for t in op.inputs)
+    return False
+
+
+def pooled_pairs(graph_ops: Sequence[Any], labels: Callable[[Any], Labels | None], y_pred: Any) -> str:
+    """The first reduction that pooled a (B, B) tensor built from y_pred straight into a value with no
+    batch axis (every pair of samples summed or averaged at once: a pairwise ranking or AUC surrogate),
+    not row by row first (a per-anchor mining, an InfoNCE row), e.g. "sum over (B, B) -> ()"."""
+    for op in graph_ops:
+        if op.type not in tfops.REDUCTIONS or not op.inputs or not op.outputs:
+            continue
+        source, out = labels(op.inputs[0]), labels(op.outputs[0])
+        if shapes.paired(source) and out is not None and not shapes.has_batch(out) and _feeds_from(op.inputs[0], y_pred):
+            return f"{tfops.REDUCTIONS[op.type]} over {shapes.fmt(source)} -> {shapes.fmt(out)}"
+    return ""
+
+
 def _accidental_operands(op: Any, labels: Callable[[Any], Labels | None]) -> list[Labels] | None:
     """The batch-carrying operands of an op that crossed them by rank mismatch alone, else None."""
     ins = [labels(t) for t in op.inputs]
-    if not shapes.crossed(labels(op.outputs[0])) or any(map(shapes.crossed, ins)):
+    if not shapes.paired(labels(op.outputs[0])) or any(map(shapes.paired, ins)):
         return None
     batchy = [(t, lab) for t, lab in zip(op.inputs, ins, strict=True) if lab is not None and shapes.has_batch(lab)]
     if len(batchy) < 2 or len({len(lab) for _, lab in batchy}) < 2:
@@ -203,7 +232,9 @@ def walk(tf: Any, g1: Any, g2: Any, batch_sizes: tuple[int, int], extra: tuple[s
     live = _live(g1)
     live_ops = [op for op in g1.get_operations() if op.name in live]
     infos = _infos(tf, g1, live, labels, extra)
+    y_pred = g1.inputs[1] if len(g1.inputs) > 1 else None
     result = Walk(found=_first_events(infos), cross_op=cross_op(live_ops, labels))
+    result.pooled_pairs = pooled_pairs(live_ops, labels, y_pred) if y_pred is not None else ""
     _setups(result, infos, labels)
     result.out_labels = labels(g1.outputs[0]) if g1.outputs else None
     result.nested = not result.found and any(op.type in tfops.CALLS for op in live_ops)

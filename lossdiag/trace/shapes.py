@@ -42,6 +42,14 @@ def crossed(dims: Labels | None) -> bool:
     return dims is not None and ("B*B" in dims or dims.count("B") >= 2)
 
 
+def paired(dims: Labels | None) -> bool:
+    """Two axes that each follow the batch (`B` or the batch merged with features, `B*k`), or a `B*B` one:
+    samples (or their elements) were paired across the batch."""
+    if dims is None:
+        return False
+    return "B*B" in dims or sum(1 for d in dims if d == "B" or d.startswith("B*")) >= 2
+
+
 def merged(dims: Labels | None) -> bool:
     return dims is not None and any(d.startswith("B*") and d != "B*B" for d in dims)
 
