@@ -148,7 +148,10 @@ _CATALOGUE = (
         severity="error",
         summary="broadcasting paired every sample with every other one: a (B, B) tensor",
         what="Reports a loss in which a `(B,)` tensor met a `(B, 1)` tensor, so broadcasting "
-        "built a `(B, B)` intermediate or output that pairs every sample with every other.",
+        "built a `(B, B)` intermediate or output that pairs every sample with every other; and a loss "
+        "that pools such pairs of predictions straight into one value (a pairwise ranking hinge or AUC "
+        "surrogate over the whole batch), so no sample has a value of its own. A pairing reduced row by "
+        "row first (batch-hard mining, an InfoNCE row per anchor) is judged by what it returns instead.",
         why="Each sample's loss becomes an average over all the batch's targets: the value is "
         "wrong, depends on the batch composition, and costs B times the memory. Nothing raises.",
         example="from keras import ops\n\ndef broadcasts_b_against_b1(y_true, y_pred):\n"
