@@ -319,6 +319,21 @@ _ONEHOT_CE = frozenset({"categorical_crossentropy", "softmax_cross_entropy_with_
                         "categorical_hinge", "kl_divergence", "kullback_leibler_divergence"})
 _BINARY_CE = frozenset({"binary_crossentropy", "sigmoid_cross_entropy_with_logits", "binary_focal_crossentropy",
                         "weighted_cross_entropy_with_logits"})
+
+
+@dataclass(frozen=True)
+class _LossObject:
+    """A Keras loss object the code built (`tf.keras.losses.CategoricalCrossentropy()`): what calling it does."""
+
+    function: str  # the loss function it applies, e.g. "categorical_crossentropy"
+
+
+def _loss_class_function(name: str) -> str | None:
+    """`CategoricalCrossentropy` -> "categorical_crossentropy", for the crossentropy classes the votes know."""
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() if name[:1].isupper() else ""
+    return snake if snake in _SPARSE_CE | _ONEHOT_CE | _BINARY_CE else None
+
+
 _IMAGE_OPS = frozenset({"ssim", "ssim_multiscale", "psnr", "sobel_edges", "image_gradients", "conv2d",
                         "max_pool2d", "avg_pool2d", "pool2d", "depthwise_conv2d", "extract_patches", "resize",
                         "total_variation", "max_pool", "avg_pool", "conv"})
@@ -496,7 +511,23 @@ class _Analyzer:
         callee = self.user_function(node, name)
         if callee is not None:
             return self.follow(callee, node, args, kwargs)
+        loss_object = self.loss_object(node.func)
+        if loss_object is not None:  # `cce = CategoricalCrossentropy()` ... `cce(y_true, y_pred)`
+            return self.library_call(node, loss_object, args, kwargs)
+        built = _loss_class_function(name)
+        if built is not None and not any(isinstance(a, _Val) for a in args):
+            return _LossObject(built)
         return self.library_call(node, name.lower(), args, kwargs)
+
+    def loss_object(self, func: ast.expr) -> str | None:
+        """The function a Keras loss object stands for, when `func` is one: a local bound to
+        `CategoricalCrossentropy()`, or that call itself (`BinaryCrossentropy()(y_true, y_pred)`)."""
+        value = self.env.get(func.id) if isinstance(func, ast.Name) else None
+        if isinstance(value, _LossObject):
+            return value.function
+        if isinstance(func, ast.Call):
+            return _loss_class_function(_call_name(func))
+        return None
 
     # --- helpers ---
     def weaken(self, value: Any) -> Any:
@@ -556,6 +587,15 @@ class _Analyzer:
                 self.ev.true_below = True
                 self.ev.note(f"`{_snippet(node)}`")
 
+    def array_shape(self, shape: tuple[int, ...], val: _Val, node: ast.BinOp) -> None:
+        for root in val.kept:
+            facts = self.ev.facts(root)
+            facts.rank = max(facts.rank, len(shape))
+            for axis, size in zip(range(-len(shape), 0), shape, strict=True):
+                if size > 1 and axis != -len(shape):  # never the batch axis
+                    facts.sizes[axis] = size
+        self.ev.note(f"`{_snippet(node)}` ({'×'.join(map(str, shape))} constant)")
+
     def slice_meets_whole(self, left: Any, right: Any) -> None:
         """`y_true[..., :4] - y_pred`: y_pred's last axis is as wide as that slice."""
         for part, whole in ((left, right), (right, left)):
@@ -565,7 +605,12 @@ class _Analyzer:
                 self.ev.facts(root).last = part.width
 
     def vector_width(self, left: Any, right: Any, node: ast.BinOp) -> None:
-        """A constant vector (class weights) times an input: the input's last axis has that many entries."""
+        """A constant vector (class weights) times an input: the input's last axis has that many entries;
+        a constant of higher rank (latitude weights shaped (1, 18, 1, 1)) gives the input's rank and sizes."""
+        for array, val in ((left, right), (right, left)):
+            shape = _array_shape(array)
+            if shape is not None and len(shape) >= 2 and isinstance(val, _Val) and val.kept:
+                self.array_shape(shape, val, node)
         for vec, val in ((left, right), (right, left)):
             numbers = isinstance(vec, (list, tuple)) and 1 < len(vec) <= 4096 and all(isinstance(v, (int, float)) for v in vec)
             if numbers and isinstance(val, _Val) and val.kept:
@@ -788,6 +833,11 @@ def _one_hot(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, A
         an.ev.vote("sparse", node)
         if isinstance(depth, int) and not isinstance(depth, bool) and depth > 1:
             an.ev.classes = depth
+    elif isinstance(x, _Val) and x.ids and isinstance(depth, int) and not isinstance(depth, bool) and depth > 1:
+        # `one_hot(argmax(y_pred, -1), NUM_CLASSES)`: the predictions have NUM_CLASSES columns
+        an.ev.pred.sizes[-1] = depth
+        an.ev.note(f"`{_snippet(node)}`")
+        return _Val(x.roots, frozenset(), depth, frozenset())
     return _derived(x)
 
 
@@ -887,6 +937,17 @@ def _argmax(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, An
     if isinstance(weakened, _Val) and weakened.roots == {"P"}:
         return replace(weakened, ids=True)
     return weakened
+
+
+def _array_shape(value: Any) -> tuple[int, ...] | None:
+    """The shape of a rectangular nested list of numbers (a numpy constant the analysis read), else None."""
+    shape: list[int] = []
+    while isinstance(value, list):
+        if not value:
+            return None
+        shape.append(len(value))
+        value = value[0]
+    return tuple(shape) if shape and isinstance(value, (int, float)) else None
 
 
 def _matrix_shape(value: Any) -> tuple[int, int] | None:
@@ -1080,7 +1141,33 @@ def refine(base: ProbeSpec, ev: Evidence) -> list[ProbeSpec]:
         ids = y_pred[:-1]
         return [ProbeSpec(ids, y_pred, labels), ProbeSpec((*ids, 1), y_pred, labels)]
     specs = [ProbeSpec(y_true, y_pred, labels) for y_true in _targets(ev, base, y_pred, rank, labels)]
-    return _one_column_heads(ev, specs) + specs
+    specs = _one_column_heads(ev, specs) + specs
+    return specs + _other_tail_widths(ev, specs)
+
+
+def _other_tail_widths(ev: Evidence, specs: list[ProbeSpec]) -> list[ProbeSpec]:
+    """`y[:, :10]` and `y[:, 10:]` are read as two halves (20 wide); the rest may also be half as wide (15:
+    ten coordinates and five visibility flags) or one column (11), tried after."""
+    out: list[ProbeSpec] = []
+    for spec in specs:
+        true_tail, pred_tail = _last_tail(ev.true, len(spec.y_true)), _last_tail(ev.pred, len(spec.y_pred))
+        for half in (True, False):  # half as wide, then one column
+            y_true = _tail_resized(spec.y_true, true_tail, half)
+            y_pred = _tail_resized(spec.y_pred, pred_tail, half)
+            if (y_true, y_pred) != (spec.y_true, spec.y_pred):
+                out.append(ProbeSpec(y_true, y_pred, spec.labels))
+    return out
+
+
+def _last_tail(facts: _Facts, rank: int) -> int:
+    return max(facts.tails.get(rank - 1, 0), facts.tails.get(-1, 0))
+
+
+def _tail_resized(shape: tuple[int | str, ...], tail: int, half: bool) -> tuple[int | str, ...]:
+    """The last axis as `tail` plus half of it, or plus one column, when it was read as two halves."""
+    if tail < 2 or shape[-1] != 2 * tail:
+        return shape
+    return (*shape[:-1], tail + (tail // 2 if half else 1))
 
 
 def _one_column_heads(ev: Evidence, specs: list[ProbeSpec]) -> list[ProbeSpec]:

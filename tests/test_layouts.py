@@ -52,6 +52,9 @@ def first(name: str) -> layouts.Proposal:
         ("projected_gap", "y_true=B,6,3;y_pred=B,6,3;labels=binary"),  # einsum "bnc,cd->bnd" with a 3×8 table
         ("mixture_head", "y_true=B,1;y_pred=B,12;labels=real"),  # split sizes [MIXES] * 3
         ("chamfer", "y_true=B,64,3;y_pred=B,64,3;labels=real"),  # the name: a point cloud
+        ("field_mse", "y_true=B,10,16,3;y_pred=B,10,16,3;labels=binary"),  # a (1, 10, 1, 1) constant: rank and size
+        ("object_xent", "y_true=B,3;y_pred=B,3;labels=onehot"),  # xent = CategoricalCrossentropy(); xent(...)
+        ("hard_votes", "y_true=B,7;y_pred=B,7;labels=onehot"),  # one_hot(argmax(y_pred), VOTES)
         ("padded_objective", "y_true=B,6;y_pred=B,6,5;labels=sparse"),  # y_true != PAD_ID: padded sequences  # ids reduced over axis=-1: (B, T) frames
     ],
 )
@@ -105,3 +108,9 @@ def test_keras2_layouts_are_what_tf_keras_fit_hands_a_loss():
     assert ProbeSpec(("B",), ("B", layouts.CLASSES), "sparse") in plain
     assert not any(len(s.y_true) == 1 and len(s.y_pred) == 2 for s in legacy)
     assert ProbeSpec(("B", 1), ("B", layouts.CLASSES), "sparse") in legacy and len(set(legacy)) == len(legacy)
+
+
+def test_a_tail_after_a_slice_is_also_tried_one_column_and_half_as_wide():
+    """`y[:, :8]` and `y[:, 8:]` read as halves (16); 12 (8 coordinates, 4 flags) and 9 are tried after."""
+    widths = [p.spec.y_true[-1] for p in layouts.propose(samples.parts_and_flags, ("parts_and_flags",))]
+    assert widths.index(16) < widths.index(12) < widths.index(9)

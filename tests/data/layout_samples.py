@@ -210,3 +210,25 @@ def mixture_head(y_true, y_pred):
 def chamfer(y_true, y_pred):
     d = ops.sum(ops.square(ops.expand_dims(y_true, 2) - ops.expand_dims(y_pred, 1)), axis=-1)
     return ops.mean(ops.min(d, axis=-1), axis=-1)
+
+FIELD_WEIGHTS = np.ones((1, 10, 1, 1), dtype="float32")
+VOTES = 7
+PARTS = 4
+
+
+def field_mse(y_true, y_pred):
+    return tf.reduce_mean(tf.square(y_true - y_pred) * FIELD_WEIGHTS, axis=[1, 2, 3])
+
+
+def object_xent(y_true, y_pred):
+    xent = keras.losses.CategoricalCrossentropy()
+    return xent(y_true, y_pred)
+
+
+def hard_votes(y_true, y_pred):
+    return K.categorical_crossentropy(y_true, K.one_hot(K.argmax(y_pred, axis=-1), VOTES))
+
+
+def parts_and_flags(y_true, y_pred):
+    xy, flags = y_true[:, :2 * PARTS], y_true[:, 2 * PARTS:]
+    return K.sum(K.repeat_elements(flags, 2, axis=-1) * K.square(xy - y_pred[:, :2 * PARTS]), axis=-1)
