@@ -213,6 +213,7 @@ class _Val:
     ranked: frozenset[str] = frozenset()  # roots whose rank it has (`y[..., 0:2]` changes a width, not the rank)
     grown: str | None = None  # the one input it is, whole, with a new last axis (`expand_dims(y_true, -1)`)
     ids: bool = False  # class ids taken from the predictions (`argmax(y_pred, axis=-1)`)
+    column: str | None = None  # the input whose last-axis entry it is, `y_true[..., 0]`: its other axes
 
     @property
     def exact(self) -> bool:
@@ -277,6 +278,7 @@ class Evidence:
     true_vs_part: bool = False  # y_true met a slice or column of y_pred: y_true is one target column
     true_below: bool = False  # y_true, given a last axis, met y_pred: y_true is y_pred without its last axis
     pred_vs_part: bool = False  # y_pred met a slice or column of y_true: y_true packs more than the targets
+    pred_below: bool = False  # y_pred met `y_true[..., k]`: y_pred is y_true without its last axis
     helpers: list[str] = field(default_factory=list)  # the user's functions it calls, whose names say more
     reasons: list[str] = field(default_factory=list)
 
@@ -496,9 +498,14 @@ class _Analyzer:
         if isinstance(base, _Val):
             if base.sole() is not None and _adds_last_axis(node):
                 return _grown(base)
+            if base.column is not None and _adds_last_axis(node):
+                return base  # `correct[..., None]`: still that entry, next to `y_pred[..., None]`
+            derived = _derived(base, self.sliced_width(node), _keeps_rank(node))
             if base.sole() is not None:
                 self.index(base.sole(), node)  # type: ignore[arg-type]
-            return _derived(base, self.sliced_width(node), _keeps_rank(node))
+                if _last_entry(node) and derived is not None:
+                    return replace(derived, column=base.sole())
+            return derived
         index = self.expr(node.slice) if not isinstance(node.slice, ast.Slice) else None
         if isinstance(base, (list, tuple)) and isinstance(index, int) and -len(base) <= index < len(base):
             return base[index]
@@ -566,6 +573,8 @@ class _Analyzer:
                     self.ev.true_vs_part = True
                 elif b.exact:
                     self.ev.pred_vs_part = True
+                if a.column == "T" and (b.exact or b.grown == "P"):
+                    self.ev.pred_below = True  # `y_true[..., 0] * log(y_pred)`: y_pred has y_true's other axes
 
     def sliced_width(self, node: ast.Subscript) -> int | None:
         """`y[..., 1:5]` or `y[:, :, :4]`: the width a constant slice of the last axis leaves."""
@@ -778,6 +787,13 @@ def _is_new_axis(e: ast.expr) -> bool:
     return (isinstance(e, ast.Constant) and e.value is None) or (isinstance(e, ast.Attribute) and e.attr == "newaxis")
 
 
+def _last_entry(node: ast.Subscript) -> bool:
+    """`y[..., 0]`: one entry of the last axis, whatever the rank."""
+    elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else []
+    return (len(elts) == 2 and isinstance(elts[0], ast.Constant) and elts[0].value is Ellipsis
+            and isinstance(elts[1], ast.Constant) and type(elts[1].value) is int)
+
+
 def _adds_last_axis(node: ast.Subscript) -> bool:
     """`y[..., None]`, `y[..., tf.newaxis]` or `y[:, None]` (the idiom on (B,) targets)."""
     elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
@@ -913,6 +929,8 @@ def _squeeze(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, A
 def _vote_call(kind: str) -> Any:
     def handler(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
         an.ev.vote(kind, node)
+        if len(args) >= 2:
+            an.pairing(args[0], args[1])  # a crossentropy meets its targets with its predictions
         return an.merge(args + list(kwargs.values()))
 
     return handler
@@ -1141,8 +1159,20 @@ def refine(base: ProbeSpec, ev: Evidence) -> list[ProbeSpec]:
         ids = y_pred[:-1]
         return [ProbeSpec(ids, y_pred, labels), ProbeSpec((*ids, 1), y_pred, labels)]
     specs = [ProbeSpec(y_true, y_pred, labels) for y_true in _targets(ev, base, y_pred, rank, labels)]
-    specs = _one_column_heads(ev, specs) + specs
+    specs = _packed_entries(ev, specs) + _one_column_heads(ev, specs) + specs
     return specs + _other_tail_widths(ev, specs)
+
+
+def _packed_entries(ev: Evidence, specs: list[ProbeSpec]) -> list[ProbeSpec]:
+    """`y_true[..., 0]` and `y_true[..., 1]` against a whole y_pred: y_true packs (value, mask) per step of
+    y_pred's (B, T), and y_pred is y_true without its last axis."""
+    if not ev.pred_below or ev.pred.constrained:
+        return []
+    out = []
+    for spec in specs:
+        steps = spec.y_true[:-1] if len(spec.y_true) >= 3 else ("B", STEPS)
+        out.append(ProbeSpec((*steps, max(2, int(spec.y_true[-1]))), steps, spec.labels))
+    return out
 
 
 def _other_tail_widths(ev: Evidence, specs: list[ProbeSpec]) -> list[ProbeSpec]:

@@ -55,6 +55,7 @@ def first(name: str) -> layouts.Proposal:
         ("field_mse", "y_true=B,10,16,3;y_pred=B,10,16,3;labels=binary"),  # a (1, 10, 1, 1) constant: rank and size
         ("object_xent", "y_true=B,3;y_pred=B,3;labels=onehot"),  # xent = CategoricalCrossentropy(); xent(...)
         ("hard_votes", "y_true=B,7;y_pred=B,7;labels=onehot"),  # one_hot(argmax(y_pred), VOTES)
+        ("step_answers", "y_true=B,6,2;y_pred=B,6;labels=binary"),  # y_true[..., 0] meets y_pred: (value, mask) per step
         ("padded_objective", "y_true=B,6;y_pred=B,6,5;labels=sparse"),  # y_true != PAD_ID: padded sequences  # ids reduced over axis=-1: (B, T) frames
     ],
 )
