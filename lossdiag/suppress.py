@@ -76,11 +76,12 @@ def directive_at(place: Place) -> frozenset[str] | None:
     return parse(lines[line - 1]) if 1 <= line <= len(lines) else None
 
 
-def covering(code: str, places: Iterable[Place]) -> Place | None:
-    """The first of `places` whose directive covers `code` (codes match by prefix), if any."""
+def covering(code: str, places: Iterable[Place], blanket: bool = True) -> Place | None:
+    """The first of `places` whose directive covers `code` (codes match by prefix), if any; a bare
+    `# lossdiag: ignore` covers every code unless `blanket` is False."""
     for place in places:
         codes = directive_at(place)
-        if codes is not None and (not codes or any(code.startswith(c) for c in codes)):
+        if codes is not None and ((blanket and not codes) or any(code.startswith(c) for c in codes)):
             return place
     return None
 
@@ -171,16 +172,6 @@ def _unused(place: Place, used: set[str], selected: Callable[[str], bool]) -> li
     return unused or None
 
 
-def _silences_ld003(places: Iterable[Place]) -> bool:
-    """A directive that names LD003 (or a prefix of it): a blanket `# lossdiag: ignore` that suppressed
-    nothing does not silence its own LD003, as ruff reports an unused blanket `# noqa` (RUF100)."""
-    for place in places:
-        codes = directive_at(place)
-        if codes and any("LD003".startswith(c) for c in codes):
-            return True
-    return False
-
-
 def unused_finding(place: Place, unused: list[str], name: str, cwd: Path) -> Finding:
     from lossdiag.rules import RULES
 
@@ -208,8 +199,10 @@ def apply(results: Sequence[LossResult], selector: Selector, cwd: Path) -> tuple
         unused = _unused(place, usage.used.get(place, set()), selected)
         if unused is not None:
             finding = unused_finding(place, unused, marked[index].name, cwd)
+            # only a directive naming LD003 silences it: an unused blanket one is reported, as ruff's RUF100
             def_line = (_absolute(marked[index].file, cwd), marked[index].line)
-            extra[index].append(replace(finding, suppressed=_silences_ld003([place, def_line])))
+            own = covering("LD003", [place, def_line], blanket=False)
+            extra[index].append(replace(finding, suppressed=own is not None))
     out = []
     for index, result in enumerate(marked):
         findings = tuple(sorted((*result.findings, *extra[index]), key=lambda f: (f.code, f.file, f.line)))
