@@ -65,16 +65,21 @@ def build_partial(tf: Any, raw_call: Callable[..., Any], make_inputs: Callable[[
     return graph
 
 
-def _live(graph: Any) -> set[str]:
-    """Ops that feed the loss's value: asserts and prints do not count."""
-    live: set[str] = set()
-    stack = [t.op for t in graph.outputs]
+def _ancestors(ops: Sequence[Any]) -> set[str]:
+    """The names of `ops` and of every op that feeds them."""
+    found: set[str] = set()
+    stack = list(ops)
     while stack:
         op = stack.pop()
-        if op.name not in live:
-            live.add(op.name)
+        if op.name not in found:
+            found.add(op.name)
             stack.extend(t.op for t in op.inputs)
-    return live
+    return found
+
+
+def _live(graph: Any) -> set[str]:
+    """Ops that feed the loss's value: asserts and prints do not count."""
+    return _ancestors([t.op for t in graph.outputs])
 
 
 def _infos(tf: Any, graph: Any, live: set[str], labels: Callable[[Any], Labels | None], extra: tuple[str, ...]) -> dict[str, OpInfo]:
@@ -170,21 +175,6 @@ def cross_op(graph_ops: Sequence[Any], labels: Callable[[Any], Labels | None]) -
     return ""
 
 
-def _feeds_from(tensor: Any, source: Any) -> bool:
-    """Whether `source` (a placeholder) is among the tensor's ancestors."""
-    seen: set[str] = set()
-    stack = [tensor.op]
-    while stack:
-        op = stack.pop()
-        if op.name in seen:
-            continue
-        seen.add(op.name)
-        if any(t is source for t in op.outputs):
-            return True
-        stack.extend(t.op for t in op.inputs)
-    return False
-
-
 def pooled_pairs(graph_ops: Sequence[Any], labels: Callable[[Any], Labels | None], y_pred: Any) -> str:
     """The first reduction that pooled a (B, B) tensor built from y_pred straight into a value with no
     batch axis (every pair of samples summed or averaged at once: a pairwise ranking or AUC surrogate),
@@ -193,7 +183,7 @@ def pooled_pairs(graph_ops: Sequence[Any], labels: Callable[[Any], Labels | None
         if op.type not in tfops.REDUCTIONS or not op.inputs or not op.outputs:
             continue
         source, out = labels(op.inputs[0]), labels(op.outputs[0])
-        if shapes.paired(source) and out is not None and not shapes.has_batch(out) and _feeds_from(op.inputs[0], y_pred):
+        if shapes.paired(source) and out is not None and not shapes.has_batch(out) and y_pred.op.name in _ancestors([op]):
             return f"{tfops.REDUCTIONS[op.type]} over {shapes.fmt(source)} -> {shapes.fmt(out)}"
     return ""
 
