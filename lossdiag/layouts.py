@@ -958,22 +958,21 @@ def _argmax(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, An
 
 
 def _array_shape(value: Any) -> tuple[int, ...] | None:
-    """The shape of a rectangular nested list of numbers (a numpy constant the analysis read), else None."""
-    shape: list[int] = []
-    while isinstance(value, list):
-        if not value:
-            return None
-        shape.append(len(value))
-        value = value[0]
-    return tuple(shape) if shape and isinstance(value, (int, float)) else None
+    """The shape of a rectangular nested list of numbers (a numpy constant the analysis read), else None;
+    () for a number."""
+    if isinstance(value, (int, float)):
+        return ()
+    if not isinstance(value, list) or not value:
+        return None
+    inner = {_array_shape(v) for v in value}
+    shape = inner.pop() if len(inner) == 1 else None
+    return None if shape is None else (len(value), *shape)
 
 
 def _matrix_shape(value: Any) -> tuple[int, int] | None:
     """(rows, columns) of a constant matrix the analysis read (a numpy table of class centres)."""
-    if not isinstance(value, list) or len(value) < 2 or not all(isinstance(row, list) for row in value):
-        return None
-    widths = {len(row) for row in value}
-    return (len(value), widths.pop()) if len(widths) == 1 and 0 not in widths else None
+    shape = _array_shape(value)
+    return (shape[0], shape[1]) if shape is not None and len(shape) == 2 and shape[0] >= 2 else None
 
 
 def _pairwise(an: _Analyzer, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -1264,14 +1263,12 @@ def _as_keras2_feeds_it(spec: ProbeSpec) -> ProbeSpec:
 
 def _bases(ev: Evidence | None, names: tuple[str, ...]) -> list[tuple[ProbeSpec, str, str]]:
     """The layouts the names suggest and the ladder, after padded sequences when the code compares
-    the targets with a padding id."""
+    the targets with a padding id, and waveforms when it takes an STFT."""
     bases = _base_specs(names, tuple(ev.helpers) if ev is not None else ())
-    if ev is not None and "audio" in ev.votes:
-        reason = f"the code: `{ev.votes['audio']}` (waveforms)"
-        bases = [(spec, "name", reason) for spec in AUDIO_LAYOUTS] + bases
-    if ev is not None and "padded" in ev.votes:
-        reason = f"the code: `{ev.votes['padded']}` (padded sequences)"
-        bases = [(spec, "name", reason) for spec in SEQUENCE_LAYOUTS] + bases
+    for vote, specs, what in (("audio", AUDIO_LAYOUTS, "waveforms"), ("padded", SEQUENCE_LAYOUTS, "padded sequences")):
+        if ev is not None and vote in ev.votes:
+            reason = f"the code: `{ev.votes[vote]}` ({what})"
+            bases = [(spec, "name", reason) for spec in specs] + bases
     return bases
 
 
